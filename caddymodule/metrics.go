@@ -1,0 +1,83 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Each config load gets a fresh metrics registry, so the collectors live in a
+// usage pool and are registered into every new registry: their values survive
+// config reloads.
+var metricsPool = caddy.NewUsagePool()
+
+const metricsPoolKey = "caddy_postback_metrics"
+
+// Metrics are the caddy_postback_* collectors.
+type Metrics struct {
+	Filtered      *prometheus.CounterVec
+	Enqueued      *prometheus.CounterVec
+	Attempts      *prometheus.CounterVec
+	Delivered     *prometheus.CounterVec
+	Spooled       *prometheus.CounterVec
+	Failed        *prometheus.CounterVec
+	QueueDepth    *prometheus.GaugeVec
+	DeliverySecs  *prometheus.HistogramVec
+	DedupeReplays *prometheus.CounterVec
+}
+
+func (*Metrics) Destruct() error { return nil }
+
+func newMetrics() *Metrics {
+	const ns, sub = "caddy", "postback"
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help}, labels)
+	}
+	return &Metrics{
+		Filtered:      counter("filtered_total", "Requests refused at the edge, by reason.", "reason"),
+		Enqueued:      counter("enqueued_total", "Deliveries written to the durable queue.", "din"),
+		Attempts:      counter("delivery_attempts_total", "Delivery attempts, by result (success, http_error, network_error).", "din", "result"),
+		Delivered:     counter("delivered_total", "Deliveries acknowledged with a 2xx by the destination.", "din"),
+		Spooled:       counter("spooled_total", "Deliveries written PGP-encrypted to the spool folder.", "din"),
+		Failed:        counter("failed_total", "Deliveries that exhausted their retry schedule without a spool.", "din"),
+		DedupeReplays: counter("replays_total", "Replayed notifications answered from the first response, by handler outcome.", "outcome"),
+		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "queue_depth", Help: "Pending deliveries.",
+		}, []string{"din"}),
+		DeliverySecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "delivery_duration_seconds", Help: "Duration of delivery attempts.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"din"}),
+	}
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Filtered, m.Enqueued, m.Attempts, m.Delivered, m.Spooled,
+		m.Failed, m.QueueDepth, m.DeliverySecs, m.DedupeReplays}
+}
+
+// loadMetrics returns the process-wide collectors, registered into ctx's
+// registry, and releases them when ctx is cancelled.
+func loadMetrics(ctx caddy.Context) (*Metrics, error) {
+	v, _, err := metricsPool.LoadOrNew(metricsPoolKey, func() (caddy.Destructor, error) {
+		return newMetrics(), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx.OnCancel(func() { _, _ = metricsPool.Delete(metricsPoolKey) })
+	m := v.(*Metrics)
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		for _, c := range m.collectors() {
+			if err := reg.Register(c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					return nil, fmt.Errorf("register postback metrics: %w", err)
+				}
+			}
+		}
+	}
+	return m, nil
+}
