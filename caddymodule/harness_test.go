@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,17 +48,31 @@ func globalOptions(extra string) string {
 `, testAdminPort(), testPort(90), testPort(91), testStorageDir(), extra)
 }
 
-var storageDirOnce string
+// testRoot holds every folder the in-process Caddy writes to. It is removed
+// after all tests: a folder removed at the end of one test may still be open
+// in Caddy until the next test loads its config.
+var testRoot string
 
-func testStorageDir() string {
-	if storageDirOnce == "" {
-		d, err := os.MkdirTemp("", "postback-caddytest-")
-		if err != nil {
-			panic(err)
-		}
-		storageDirOnce = d
+func TestMain(m *testing.M) {
+	var err error
+	if testRoot, err = os.MkdirTemp("", "postback-caddytest-"); err != nil {
+		panic(err)
 	}
-	return storageDirOnce
+	code := m.Run()
+	os.RemoveAll(testRoot)
+	os.Exit(code)
+}
+
+func testStorageDir() string { return filepath.Join(testRoot, "caddy-storage") }
+
+// testDir makes a fresh folder under testRoot for one test.
+func testDir(t *testing.T, name string) string {
+	t.Helper()
+	d, err := os.MkdirTemp(testRoot, name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // expandPorts replaces {port0}..{port9} in a test Caddyfile.

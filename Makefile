@@ -1,0 +1,35 @@
+# caddy-postback: `make run` builds the binary and serves Caddyfile.example;
+# `make test` runs every test. Both do all their own set-up.
+
+GO      ?= go
+BIN     ?= ./caddy
+RUN_DIR ?= .run
+
+.PHONY: build run test test-short vet bench clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/caddy
+
+# The local demo: php-cgi on 127.0.0.1:9123 behind php_fastcgi, the edge on
+# http://127.0.0.1:8080, a local HTTPS destination on 127.0.0.1:8443.
+run: build
+	RUN_DIR=$(RUN_DIR) BIN=$(BIN) ./scripts/run-demo.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+
+# -p 1: the in-process Caddy of caddytest uses a fixed admin port per test
+# binary, and the end-to-end tests start the built binary on fixed loopback
+# ports; packages must not run side by side.
+test: vet
+	$(GO) test -p 1 -count=1 -timeout 40m ./...
+
+test-short: vet
+	$(GO) test -p 1 -short ./...
+
+bench: build
+	BIN=$(BIN) ./scripts/bench.sh
+
+clean:
+	rm -rf $(BIN) $(RUN_DIR)

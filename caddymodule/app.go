@@ -1,0 +1,240 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
+
+	"github.com/postbackedge/caddy-postback/delivery"
+	"github.com/postbackedge/caddy-postback/storage"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the `postback` app: it owns the durable store, the secondary
+// destinations and the delivery workers that drain the queue.
+type App struct {
+	// StorageDir holds the Badger database. Default: postback/ under
+	// Caddy's data directory.
+	StorageDir string `json:"storage_dir,omitempty"`
+	// EncryptionKey encrypts the store at rest: 32 bytes given as 64 hex
+	// characters or base64. Placeholders such as {env.POSTBACK_DB_KEY}.
+	EncryptionKey string `json:"encryption_key,omitempty"`
+	// Retention of delivered and spooled records, for reporting. Default 30d.
+	Retention caddy.Duration `json:"retention,omitempty"`
+	// Destinations by DIN.
+	Destinations map[string]*Destination `json:"destinations,omitempty"`
+	// Redact lists extra field names whose values must never be shown,
+	// besides the built-in card and password names.
+	Redact []string `json:"redact,omitempty"`
+
+	ctx     caddy.Context
+	logger  *zap.Logger
+	dir     string
+	key     []byte
+	dests   map[string]*delivery.Destination
+	metrics *Metrics
+	engine  *engine // set by Start
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "postback",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision validates the configuration. It opens nothing: the store is
+// opened in Start, so `caddy validate` needs no lock on the database.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+
+	dir := repl.ReplaceAll(a.StorageDir, "")
+	if dir == "" {
+		dir = filepath.Join(caddy.AppDataDir(), "postback")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("storage_dir %s: %w", dir, err)
+	}
+	a.dir = abs
+
+	if a.EncryptionKey != "" {
+		key, err := parseKey(repl.ReplaceAll(a.EncryptionKey, ""))
+		if err != nil {
+			return fmt.Errorf("encryption_key: %w", err)
+		}
+		a.key = key
+	}
+	if a.Retention < 0 {
+		return fmt.Errorf("retention must not be negative")
+	}
+
+	a.dests = make(map[string]*delivery.Destination, len(a.Destinations))
+	for din, d := range a.Destinations {
+		if d == nil {
+			return fmt.Errorf("destination %s: empty", din)
+		}
+		built, err := d.build(din, repl)
+		if err != nil {
+			return err
+		}
+		a.dests[din] = built
+	}
+	if a.metrics, err = loadMetrics(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parseKey accepts 64 hex characters or base64 of 32 bytes.
+func parseKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("empty (is the environment variable set?)")
+	}
+	if len(s) == 64 {
+		if k, err := hex.DecodeString(s); err == nil {
+			return k, nil
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if k, err := enc.DecodeString(s); err == nil {
+			if len(k) != 32 {
+				return nil, fmt.Errorf("decodes to %d bytes, want 32", len(k))
+			}
+			return k, nil
+		}
+	}
+	return nil, errors.New("want 64 hex characters or base64 of 32 bytes")
+}
+
+// HasDestination reports whether din is configured.
+func (a *App) HasDestination(din string) bool {
+	_, ok := a.dests[din]
+	return ok
+}
+
+// DINs lists the configured DINs, sorted.
+func (a *App) DINs() []string {
+	dins := make([]string, 0, len(a.dests))
+	for din := range a.dests {
+		dins = append(dins, din)
+	}
+	sort.Strings(dins)
+	return dins
+}
+
+// Start opens (or shares, across a reload) the store and its workers, and
+// hands them this config's destinations.
+func (a *App) Start() error {
+	if a.key == nil {
+		a.logger.Warn("postback store is not encrypted at rest: queued payloads (card numbers, passwords) are stored in clear; set encryption_key",
+			zap.String("storage_dir", a.dir))
+	}
+	e, err := loadEngine(a.dir, a.key, a.Retention, a.logger, a.metrics)
+	if err != nil {
+		return err
+	}
+	a.engine = e
+	e.dispatcher.SetDestinations(a.destList())
+	a.logger.Info("postback started", zap.String("storage_dir", a.dir), zap.Strings("destinations", a.DINs()))
+	return nil
+}
+
+func (a *App) destList() []*delivery.Destination {
+	list := make([]*delivery.Destination, 0, len(a.dests))
+	for _, din := range a.DINs() {
+		list = append(list, a.dests[din])
+	}
+	return list
+}
+
+// Stop releases this config's hold on the store. The store and its workers
+// stop only when no config uses them any more, so a reload that keeps the
+// same storage_dir never closes the database.
+func (a *App) Stop() error {
+	if a.engine == nil {
+		return nil
+	}
+	_, err := enginePool.Delete(a.dir)
+	a.engine = nil
+	return err
+}
+
+// errNotStarted is returned when the request path runs before Start, which
+// Caddy does not do; it guards against misuse in tests.
+var errNotStarted = errors.New("postback app not started")
+
+// Enqueue writes one delivery per DIN for payload, synced to disk, and wakes
+// the workers. An error means nothing may be assumed durable.
+func (a *App) Enqueue(ctx context.Context, dins []string, contentType string, payload []byte) ([]storage.Delivery, error) {
+	e := a.engine
+	if e == nil {
+		return nil, errNotStarted
+	}
+	items := make([]storage.NewDelivery, len(dins))
+	for i, din := range dins {
+		items[i] = storage.NewDelivery{DIN: din, ContentType: contentType, Payload: payload}
+	}
+	recs, err := e.store.Enqueue(ctx, items)
+	if err != nil {
+		return nil, err
+	}
+	for _, din := range dins {
+		a.metrics.Enqueued.WithLabelValues(din).Inc()
+		e.dispatcher.Notify(din)
+	}
+	e.refreshDepth(dins...)
+	return recs, nil
+}
+
+// Store returns the open store, or nil before Start.
+func (a *App) Store() *storage.Store {
+	if a.engine == nil {
+		return nil
+	}
+	return a.engine.store
+}
+
+// keyFingerprint identifies an encryption key without revealing it.
+func keyFingerprint(key []byte) string {
+	if key == nil {
+		return ""
+	}
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:8])
+}
+
+// slogFor bridges Caddy's zap logger to the log/slog API of the plain-Go
+// packages, so their lines land in Caddy's logs with its encoders.
+func slogFor(l *zap.Logger) *slog.Logger {
+	return slog.New(zapslog.NewHandler(l.Core()))
+}
+
+// stopTimeout bounds how long a stop waits for in-flight attempts; those
+// cut off stay pending and are retried after restart.
+const stopTimeout = 10 * time.Second
+
+// Interface guards.
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)

@@ -1,0 +1,209 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("postback", parseGlobalPostback)
+}
+
+func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("postback: the global option may appear only once")
+	}
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "postback", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the postback app from the global option:
+//
+//	postback {
+//		storage_dir    <path>
+//		encryption_key <64 hex chars | base64>
+//		retention      <duration>
+//		redact         <field>...
+//		destination <din> {
+//			url            <https://...>
+//			method         POST|GET
+//			item_code      <4 chars>
+//			timeout        <duration>
+//			retry_schedule <duration>...
+//			concurrency    <n>
+//			pgp_key        <path>
+//			spool_dir      <path>
+//			ca_cert        <path>
+//			header         <name> <value>
+//			insecure_http
+//		}
+//	}
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "storage_dir":
+			if !d.AllArgs(&a.StorageDir) {
+				return d.ArgErr()
+			}
+		case "encryption_key":
+			if !d.AllArgs(&a.EncryptionKey) {
+				return d.ArgErr()
+			}
+		case "retention":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			a.Retention = dur
+		case "redact":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			a.Redact = append(a.Redact, args...)
+		case "destination":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			din := d.Val()
+			if !validDIN(din) {
+				return d.Errf("destination %q: a DIN is 1 to 32 letters, digits, '-' or '_'", din)
+			}
+			if _, dup := a.Destinations[din]; dup {
+				return d.Errf("destination %s defined twice", din)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			dest, err := unmarshalDestination(d)
+			if err != nil {
+				return err
+			}
+			if a.Destinations == nil {
+				a.Destinations = make(map[string]*Destination)
+			}
+			a.Destinations[din] = dest
+		default:
+			return d.Errf("unrecognized postback option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func unmarshalDestination(d *caddyfile.Dispenser) (*Destination, error) {
+	dest := new(Destination)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "url":
+			if !d.AllArgs(&dest.URL) {
+				return nil, d.ArgErr()
+			}
+		case "method":
+			if !d.AllArgs(&dest.Method) {
+				return nil, d.ArgErr()
+			}
+			if dest.Method != http.MethodPost && dest.Method != http.MethodGet {
+				return nil, d.Errf("method %q: must be POST or GET", dest.Method)
+			}
+		case "item_code":
+			if !d.AllArgs(&dest.ItemCode) {
+				return nil, d.ArgErr()
+			}
+			if len(dest.ItemCode) != 4 {
+				return nil, d.Errf("item_code %q: must be 4 characters", dest.ItemCode)
+			}
+		case "timeout":
+			dur, err := durationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			dest.Timeout = dur
+		case "retry_schedule":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			for _, arg := range args {
+				dur, err := caddy.ParseDuration(arg)
+				if err != nil || dur < 0 {
+					return nil, d.Errf("retry_schedule: bad delay %q", arg)
+				}
+				dest.RetrySchedule = append(dest.RetrySchedule, caddy.Duration(dur))
+			}
+		case "concurrency":
+			var s string
+			if !d.AllArgs(&s) {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				return nil, d.Errf("concurrency %q: want a positive integer", s)
+			}
+			dest.Concurrency = n
+		case "pgp_key":
+			if !d.AllArgs(&dest.PGPKey) {
+				return nil, d.ArgErr()
+			}
+		case "spool_dir":
+			if !d.AllArgs(&dest.SpoolDir) {
+				return nil, d.ArgErr()
+			}
+		case "ca_cert":
+			if !d.AllArgs(&dest.CACert) {
+				return nil, d.ArgErr()
+			}
+		case "header":
+			var name, value string
+			if !d.AllArgs(&name, &value) {
+				return nil, d.ArgErr()
+			}
+			if dest.Headers == nil {
+				dest.Headers = make(http.Header)
+			}
+			dest.Headers.Add(name, value)
+		case "insecure_http":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			dest.InsecureHTTP = true
+		default:
+			return nil, d.Errf("unrecognized destination option %q", opt)
+		}
+	}
+	if dest.URL == "" {
+		return nil, d.Err("destination needs a url")
+	}
+	return dest, nil
+}
+
+// durationArg reads exactly one duration argument (Caddy syntax, so "30d"
+// works).
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return 0, d.Errf("bad duration %q: %v", s, err)
+	}
+	if dur < 0 {
+		return 0, d.Errf("duration %q must not be negative", s)
+	}
+	return caddy.Duration(dur), nil
+}
+
+var _ caddyfile.Unmarshaler = (*App)(nil)

@@ -1,0 +1,142 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/postbackedge/caddy-postback/handlers"
+)
+
+func init() {
+	caddy.RegisterModule(SecondaryPost{})
+}
+
+// SecondaryPost copies each request to secondary destinations, named by DIN,
+// through the postback app's durable queue. The copies are synced to disk
+// before the request goes on, so the primary script and the secondary
+// destinations cannot drift apart: if the queue cannot write, the request is
+// answered 503 and the sender retries.
+type SecondaryPost struct {
+	// DINs of the destinations every request is copied to.
+	DINs []string `json:"dins,omitempty"`
+	// DINField names a form field carrying further DINs (one per
+	// occurrence). Only configured DINs are used; a request can never name
+	// a URL.
+	DINField string `json:"din_field,omitempty"`
+	// MaxBody bounds the body read into memory. Default 1 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	app    *App
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (SecondaryPost) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.secondary_post",
+		New: func() caddy.Module { return new(SecondaryPost) },
+	}
+}
+
+// Provision checks every DIN against the postback app's destinations.
+func (s *SecondaryPost) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	if len(s.DINs) == 0 && s.DINField == "" {
+		return errors.New("secondary_post: name at least one DIN or a din_field")
+	}
+	appIface, err := ctx.App("postback")
+	if err != nil {
+		return fmt.Errorf("secondary_post: %w", err)
+	}
+	s.app = appIface.(*App)
+	for _, din := range s.DINs {
+		if !s.app.HasDestination(din) {
+			return fmt.Errorf("secondary_post: DIN %s is not a configured destination (add `destination %s { ... }` to the postback global option)", din, din)
+		}
+	}
+	if s.MaxBody < 0 {
+		return errors.New("secondary_post: max_body must not be negative")
+	}
+	return nil
+}
+
+// ServeHTTP enqueues the copies, then passes the request on unchanged.
+func (s *SecondaryPost) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	payload, contentType, err := capturePayload(r, s.MaxBody)
+	if err != nil {
+		if d, ok := asDenial(err); ok {
+			return caddyhttp.Error(d.Status, err)
+		}
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	dins := s.dinsFor(payload)
+	if len(dins) == 0 {
+		return next.ServeHTTP(w, r)
+	}
+	if _, err := s.app.Enqueue(r.Context(), dins, contentType, payload); err != nil {
+		// Not durable: refuse, so the sender retries and the legacy script
+		// never sees a notification the mirror did not get.
+		s.logger.Error("enqueue failed; answering 503", zap.Strings("dins", dins), zap.Error(err))
+		w.Header().Set("Retry-After", "30")
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("secondary_post: queue unavailable: %w", err))
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// capturePayload returns what a destination will receive: the body of a
+// POST (and its content type), or the query string of a GET.
+func capturePayload(r *http.Request, max int64) ([]byte, string, error) {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return []byte(r.URL.RawQuery), formContentType, nil
+	}
+	body, err := handlers.CaptureBody(r, max)
+	if err != nil {
+		return nil, "", err
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		ct = formContentType
+	}
+	return body, ct, nil
+}
+
+const formContentType = "application/x-www-form-urlencoded"
+
+// dinsFor is the configured DINs plus those named in the din_field.
+func (s *SecondaryPost) dinsFor(payload []byte) []string {
+	dins := s.DINs
+	if s.DINField == "" {
+		return dins
+	}
+	form, err := url.ParseQuery(string(payload))
+	if err != nil && len(form) == 0 {
+		return dins
+	}
+	for _, din := range form[s.DINField] {
+		switch {
+		case slices.Contains(dins, din):
+		case s.app.HasDestination(din):
+			dins = append(slices.Clip(dins), din)
+		default:
+			// The value is the sender's, not a secret; bound its length.
+			if len(din) > 32 {
+				din = din[:32]
+			}
+			s.logger.Warn("unknown DIN in din_field; skipped", zap.String("field", s.DINField), zap.String("din", din))
+		}
+	}
+	return dins
+}
+
+// Interface guards.
+var (
+	_ caddyhttp.MiddlewareHandler = (*SecondaryPost)(nil)
+	_ caddy.Provisioner           = (*SecondaryPost)(nil)
+)

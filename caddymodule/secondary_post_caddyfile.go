@@ -1,0 +1,74 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("secondary_post", parseSecondaryPost)
+}
+
+func parseSecondaryPost(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	s := new(SecondaryPost)
+	err := s.UnmarshalCaddyfile(h.Dispenser)
+	return s, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	secondary_post [<din>...] {
+//		din     <din>...
+//		din_field <field name>
+//		max_body  <size>
+//	}
+//
+// DINs must be configured as destinations in the postback global option.
+func (s *SecondaryPost) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	for d.NextArg() {
+		if !validDIN(d.Val()) {
+			return d.Errf("bad DIN %q", d.Val())
+		}
+		s.DINs = append(s.DINs, d.Val())
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "din":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, din := range args {
+				if !validDIN(din) {
+					return d.Errf("bad DIN %q", din)
+				}
+			}
+			s.DINs = append(s.DINs, args...)
+		case "din_field":
+			if !d.AllArgs(&s.DINField) {
+				return d.ArgErr()
+			}
+		case "max_body":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil || size == 0 {
+				return d.Errf("max_body %q: not a size", v)
+			}
+			s.MaxBody = int64(size)
+		default:
+			return d.Errf("unrecognized secondary_post option %q", d.Val())
+		}
+	}
+	if len(s.DINs) == 0 && s.DINField == "" {
+		return d.Err("secondary_post needs at least one DIN or a din_field")
+	}
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*SecondaryPost)(nil)

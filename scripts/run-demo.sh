@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs the local demo of Caddyfile.example: php-cgi (FastCGI) for the legacy
+# scripts, and the built Caddy in the foreground. Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN_DIR=${RUN_DIR:-.run}
+BIN=${BIN:-./caddy}
+
+if ! command -v php-cgi >/dev/null 2>&1; then
+	echo "make run needs php-cgi for the legacy PHP scripts:" >&2
+	echo "    sudo apt-get install php-cgi      (Debian/Ubuntu)" >&2
+	exit 1
+fi
+
+mkdir -p "$RUN_DIR"
+chmod 700 "$RUN_DIR"
+go run ./examples/gencert -out "$RUN_DIR/certs"
+
+# Demo secrets; a real deployment sets these in its service environment.
+export ITNS_SECRET=${ITNS_SECRET:-demo-secret}
+if [ -z "${POSTBACK_DB_KEY:-}" ]; then
+	if [ ! -f "$RUN_DIR/db.key" ]; then
+		head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$RUN_DIR/db.key"
+		chmod 600 "$RUN_DIR/db.key"
+	fi
+	POSTBACK_DB_KEY=$(cat "$RUN_DIR/db.key")
+	export POSTBACK_DB_KEY
+fi
+export LEGACY_DATA_DIR=${LEGACY_DATA_DIR:-$PWD/$RUN_DIR/legacy-data}
+
+PHP_FCGI_CHILDREN=4 PHP_FCGI_MAX_REQUESTS=0 php-cgi -b 127.0.0.1:9123 &
+php_pid=$!
+trap 'kill $php_pid 2>/dev/null || true' EXIT
+
+cat <<MSG
+
+caddy-postback demo on http://127.0.0.1:8080 (Ctrl-C to stop). Try, in another shell:
+
+  # a signed AffiliCon ITNS notification: OK from itns.php, mirrored to DIN 1001
+  curl -i -d "\$($BIN postback sign --secret demo-secret transaction=SALE prodid=1707 \\
+        custemail=anna@example.com custfullname='Anna Muster' transtime=\$(date +%s))" \\
+        http://127.0.0.1:8080/itns.php
+
+  # the same without a signature: 403
+  curl -i -d 'transaction=SALE&prodid=1707' http://127.0.0.1:8080/itns.php
+
+  # GET where only POST is allowed: 405 with Allow: POST
+  curl -i http://127.0.0.1:8080/itns.php
+
+  # NATS gateway from a sender not on the allowlist: SALE DECLINED / NOT ALLOWED IP
+  curl -i -d 'xs_nats=ref&username=u&password=p&email=u@example.com&cc=4111111111111111&cvv=123' \\
+        http://127.0.0.1:8080/signup/process_gateway.php
+
+  # NATS extended sale by GET, allowed from loopback
+  curl -i 'http://127.0.0.1:8080/signup/process_extended.php?extended_id=demo&action=SALE&transid=T1'
+
+  # what the legacy scripts and the destination received
+  tail $LEGACY_DATA_DIR/*.log
+
+  # delivery statistics (admin API)
+  $BIN postback stats
+
+MSG
+
+exec "$BIN" run --config Caddyfile.example --adapter caddyfile
