@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -89,5 +90,12 @@ func newTester(t *testing.T, globalExtra, sites string) *caddytest.Tester {
 	t.Helper()
 	tc := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: testAdminPort()})
 	tc.InitServer(expandPorts(globalOptions(globalExtra)+sites), "caddyfile")
+	// A reload starts the new servers, then shuts the old ones down in the
+	// background; until they are gone, an old server sharing a listener may
+	// still accept a connection and drop it (the client sees EOF). Let them go.
+	time.Sleep(reloadSettle)
 	return tc
 }
+
+// reloadSettle is how long newTester waits after a config load.
+const reloadSettle = 250 * time.Millisecond
