@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap/exp/zapslog"
 
 	"github.com/postbackedge/caddy-postback/delivery"
+	"github.com/postbackedge/caddy-postback/handlers"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
@@ -48,7 +50,9 @@ type App struct {
 	key     []byte
 	dests   map[string]*delivery.Destination
 	metrics *Metrics
-	engine  *engine // set by Start
+	// engine is set by Start. Caddy starts apps in no fixed order, so the
+	// HTTP server may already serve requests that read it.
+	engine atomic.Pointer[engine]
 }
 
 // CaddyModule returns the Caddy module information.
@@ -153,7 +157,7 @@ func (a *App) Start() error {
 	if err != nil {
 		return err
 	}
-	a.engine = e
+	a.engine.Store(e)
 	e.dispatcher.SetDestinations(a.destList())
 	a.logger.Info("postback started", zap.String("storage_dir", a.dir), zap.Strings("destinations", a.DINs()))
 	return nil
@@ -171,11 +175,10 @@ func (a *App) destList() []*delivery.Destination {
 // stop only when no config uses them any more, so a reload that keeps the
 // same storage_dir never closes the database.
 func (a *App) Stop() error {
-	if a.engine == nil {
+	if a.engine.Swap(nil) == nil {
 		return nil
 	}
 	_, err := enginePool.Delete(a.dir)
-	a.engine = nil
 	return err
 }
 
@@ -186,7 +189,7 @@ var errNotStarted = errors.New("postback app not started")
 // Enqueue writes one delivery per DIN for payload, synced to disk, and wakes
 // the workers. An error means nothing may be assumed durable.
 func (a *App) Enqueue(ctx context.Context, dins []string, contentType string, payload []byte) ([]storage.Delivery, error) {
-	e := a.engine
+	e := a.engine.Load()
 	if e == nil {
 		return nil, errNotStarted
 	}
@@ -208,11 +211,15 @@ func (a *App) Enqueue(ctx context.Context, dins []string, contentType string, pa
 
 // Store returns the open store, or nil before Start.
 func (a *App) Store() *storage.Store {
-	if a.engine == nil {
-		return nil
+	if e := a.engine.Load(); e != nil {
+		return e.store
 	}
-	return a.engine.store
+	return nil
 }
+
+// ReplayStore gives itns_verify's dedupe the app's store; it resolves the
+// store on each call because handlers are provisioned before Start.
+func (a *App) ReplayStore() handlers.ReplayStore { return storeReplay(a.Store) }
 
 // keyFingerprint identifies an encryption key without revealing it.
 func keyFingerprint(key []byte) string {

@@ -60,7 +60,10 @@ func CaptureBody(r *http.Request, max int64) ([]byte, error) {
 		data = b
 	}
 	r.Body = &CapturedBody{Reader: bytes.NewReader(data), data: data}
+	// The body is now known: the script gets a Content-Length, even when the
+	// sender chunked it.
 	r.ContentLength = int64(len(data))
+	r.TransferEncoding = nil
 	return data, nil
 }
 
