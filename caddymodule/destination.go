@@ -14,10 +14,9 @@ import (
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
-// DefaultRetrySchedule is the delay before each attempt: immediately, then
+// defaultRetrySchedule is the delay before each attempt: immediately, then
 // over about 18 hours, after which the payload goes to the spool.
-var defaultRetrySchedule = []time.Duration{0, 10 * time.Second, time.Minute, 5 * time.Minute,
-	30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour}
+var defaultRetrySchedule = delivery.DefaultSchedule()
 
 // Destination is a secondary destination's private configuration. A request
 // can only name it by its DIN, never by URL.
@@ -89,6 +88,11 @@ func (d *Destination) build(din string, repl *caddy.Replacer) (*delivery.Destina
 		return nil, fmt.Errorf("destination %s: concurrency must not be negative", din)
 	}
 	schedule := defaultRetrySchedule
+	if len(d.RetrySchedule) > 0 && d.RetrySchedule[0] != 0 {
+		// The design makes the first attempt immediate; a delayed first
+		// attempt would hold the copy back for no reason.
+		return nil, fmt.Errorf("destination %s: retry_schedule must start with 0s (the first attempt is immediate), got %s", din, time.Duration(d.RetrySchedule[0]))
+	}
 	if len(d.RetrySchedule) > 0 {
 		schedule = make([]time.Duration, len(d.RetrySchedule))
 		for i, s := range d.RetrySchedule {

@@ -1,0 +1,103 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/postbackedge/caddy-postback/storage"
+)
+
+// attempt makes one attempt of dl at dest and records its outcome. It calls
+// sent once the destination is done with (before the spool and the store
+// write), so that a synced store write does not hold a destination slot. It
+// reports whether the store failed, so that the DIN's loop backs off instead
+// of spinning on a delivery it cannot progress.
+func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func()) (storeErr bool) {
+	sent = sync.OnceFunc(sent)
+	defer sent()
+	payload, err := d.store.Payload(dl.ID)
+	if errors.Is(err, storage.ErrNotFound) {
+		// A pending delivery without payload cannot be sent; make it visible
+		// (failed, kept for an operator) rather than retry it forever.
+		a := storage.Attempt{At: d.now(), Error: "payload missing"}
+		return d.complete(dest, dl, a, storage.Outcome{State: storage.StateFailed, Error: "payload missing from store"})
+	}
+	if err != nil {
+		d.log.Warn("delivery: reading payload", "din", dest.DIN, "id", dl.ID, "error", err)
+		return true
+	}
+
+	n := len(dl.Attempts) + 1
+	s := d.send(dest, dl, payload, n)
+	sent()
+	if s.cancelled {
+		return false // left pending: at-least-once, retried after restart
+	}
+	if d.obs != nil {
+		d.obs.Attempted(dest.DIN, s.result, s.attempt.Duration)
+	}
+	out := d.decide(dest, dl, n, s, payload)
+	if out.State == storage.StatePending {
+		d.log.Debug("delivery: attempt failed, will retry", "din", dest.DIN, "id", dl.ID,
+			"attempt", n, "status", s.attempt.Status, "error", s.attempt.Error, "next_attempt", out.NextAttempt)
+	}
+	return d.complete(dest, dl, s.attempt, out)
+}
+
+// decide turns an attempt into the delivery's next state.
+func (d *Dispatcher) decide(dest *Destination, dl *storage.Delivery, n int, s sent, payload []byte) storage.Outcome {
+	if s.result == ResultSuccess {
+		return storage.Outcome{State: storage.StateDelivered}
+	}
+	if n < len(dest.Schedule) {
+		end := d.now()
+		next := nextAttempt(end, dest.Schedule[n], d.jitter, s.retryAfter, s.hasRA, d.maxRetryAfter)
+		return storage.Outcome{State: storage.StatePending, NextAttempt: next}
+	}
+	if dest.Spool == nil {
+		return storage.Outcome{State: storage.StateFailed,
+			Error: fmt.Sprintf("retry schedule exhausted after %d attempts", n)}
+	}
+	path, err := dest.Spool.Spool(dest.DIN, dl.ID, payload)
+	if err != nil {
+		// Failed keeps the payload in the store for a manual retry.
+		return storage.Outcome{State: storage.StateFailed,
+			Error: clip(redact("spool: "+err.Error(), dest.URL, payload))}
+	}
+	return storage.Outcome{State: storage.StateSpooled, SpoolFile: path}
+}
+
+// complete records the attempt and outcome, and tells the observer about a
+// final state.
+func (d *Dispatcher) complete(dest *Destination, dl *storage.Delivery, a storage.Attempt, out storage.Outcome) (storeErr bool) {
+	_, err := d.store.Complete(dl.ID, a, out)
+	switch {
+	case errors.Is(err, storage.ErrConflict), errors.Is(err, storage.ErrNotFound):
+		// Changed or removed meanwhile (e.g. by an operator): nothing to do.
+		d.log.Info("delivery: record changed during attempt", "din", dest.DIN, "id", dl.ID, "error", err)
+		return false
+	case err != nil:
+		// Left pending: the attempt is repeated once the store recovers.
+		d.log.Warn("delivery: recording attempt", "din", dest.DIN, "id", dl.ID, "state", out.State, "error", err)
+		return true
+	}
+	if out.State == storage.StatePending {
+		return false
+	}
+	level := slog.LevelDebug
+	switch out.State {
+	case storage.StateSpooled:
+		level = slog.LevelInfo
+	case storage.StateFailed:
+		level = slog.LevelWarn
+	}
+	d.log.Log(context.Background(), level, "delivery: finished", "din", dest.DIN, "id", dl.ID, "state", out.State,
+		"attempts", len(dl.Attempts)+1, "status", a.Status, "error", a.Error, "spool_file", out.SpoolFile, "last_error", out.Error)
+	if d.obs != nil {
+		d.obs.Finished(dest.DIN, out.State)
+	}
+	return false
+}

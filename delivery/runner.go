@@ -1,0 +1,213 @@
+package delivery
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/postbackedge/caddy-postback/storage"
+)
+
+const (
+	minBatch   = 32
+	maxBatch   = 1024
+	storePause = time.Second // back-off after a store error
+	// maxRecording bounds the attempts of one DIN whose outcome is being
+	// written (spool, synced store commit) after the destination answered.
+	// Many of them share one group commit, which is what makes a drain fast.
+	maxRecording = 256
+)
+
+// runner is the loop of one DIN. Only its goroutine touches its counters,
+// inflight, queue and pauseUntil, so a page read from the store is filtered against an
+// in-flight set that cannot change during the read: a delivery is never
+// attempted twice at once, nor re-read in a state older than its last
+// completion. A removed DIN's runner drains its in-flight attempts and exits,
+// unless the DIN comes back first: one runner per DIN at any time.
+type runner struct {
+	d      *Dispatcher
+	din    string
+	dest   atomic.Pointer[Destination] // nil while the DIN is not configured
+	wake   chan struct{}               // Notify and config changes, coalesced
+	events chan event                  // from the attempt goroutines
+
+	inflight   map[string]struct{} // ids from dispatch until their outcome is recorded
+	sending    int                 // attempts talking to the destination (≤ Concurrency)
+	running    int                 // attempt goroutines; the loop ends only at zero
+	queue      []storage.Delivery  // due and not in flight: one page at most
+	pauseUntil time.Time
+}
+
+// event is news from an attempt goroutine: first that the destination is
+// done with (sent), then that the attempt ended.
+type event struct {
+	id       string
+	sent     bool
+	storeErr bool
+}
+
+func newRunner(d *Dispatcher, din string, dst *Destination) *runner {
+	r := &runner{
+		d:        d,
+		din:      din,
+		wake:     make(chan struct{}, 1),
+		events:   make(chan event, 64),
+		inflight: map[string]struct{}{},
+	}
+	r.dest.Store(dst)
+	return r
+}
+
+// poke wakes the loop without blocking.
+func (r *runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// set swaps the settings (nil: removed) and wakes the loop.
+func (r *runner) set(dst *Destination) {
+	r.dest.Store(dst)
+	r.poke()
+}
+
+func (r *runner) run() {
+	defer r.d.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	stop := r.d.stopCh
+	dirty := true // look at the store: at start, whatever is already due
+	for {
+		dest := r.dest.Load()
+		if dest == nil || stop == nil {
+			r.queue = nil
+			timer.Stop()
+			if r.running == 0 {
+				if r.exit(stop == nil) {
+					return
+				}
+				continue // revived by SetDestinations
+			}
+		} else {
+			dirty = r.dispatch(dest, dirty)
+			r.arm(timer, dirty)
+		}
+		select {
+		case <-r.wake:
+			dirty = true
+		case ev := <-r.events:
+			if ev.sent {
+				r.sending--
+				continue // a free slot; the queue or the next event refills it
+			}
+			r.running--
+			delete(r.inflight, ev.id)
+			if ev.storeErr {
+				r.pauseUntil = r.d.now().Add(storePause)
+			}
+			dirty = true
+		case <-timer.C:
+			dirty = true
+		case <-stop:
+			stop = nil // a closed channel would spin the loop
+		}
+	}
+}
+
+// exit unregisters a runner with nothing in flight; false when the DIN was
+// configured again meanwhile.
+func (r *runner) exit(stopping bool) bool {
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	if !stopping && r.dest.Load() != nil {
+		return false
+	}
+	if r.d.runners[r.din] == r {
+		delete(r.d.runners, r.din)
+	}
+	return true
+}
+
+// dispatch starts attempts while slots are free, reading the next page of
+// due deliveries when the queue is empty and something may have changed
+// (dirty). It returns whether the store still needs a look.
+func (r *runner) dispatch(dest *Destination, dirty bool) bool {
+	for r.sending < dest.Concurrency && r.running < dest.Concurrency+maxRecording && !r.d.stopped() {
+		if len(r.queue) == 0 {
+			if !dirty || r.paused() {
+				break
+			}
+			dirty = false
+			r.fetch(dest)
+			if len(r.queue) == 0 {
+				break
+			}
+		}
+		dl := r.queue[0]
+		r.queue[0] = storage.Delivery{}
+		r.queue = r.queue[1:]
+		r.start(dest, dl)
+	}
+	return dirty
+}
+
+// fetch reads one page of due deliveries. The page is larger than the
+// in-flight set, which it includes, so it always holds new work if any is due.
+func (r *runner) fetch(dest *Destination) {
+	// At least as many new ones as in flight, so re-reading those is not the bulk.
+	batch := min(max(4*dest.Concurrency, r.running, minBatch), maxBatch)
+	page, err := r.d.store.Due(r.din, r.d.now(), r.running+batch)
+	if err != nil {
+		r.d.log.Warn("delivery: reading due deliveries", "din", r.din, "error", err)
+		r.pauseUntil = r.d.now().Add(storePause)
+		return
+	}
+	r.queue = r.queue[:0]
+	for _, dl := range page {
+		if _, busy := r.inflight[dl.ID]; busy || dl.State != storage.StatePending || dl.DIN != r.din {
+			continue
+		}
+		r.queue = append(r.queue, dl)
+	}
+}
+
+func (r *runner) paused() bool {
+	return !r.pauseUntil.IsZero() && r.d.now().Before(r.pauseUntil)
+}
+
+// arm sets the timer for when the loop must look again by itself: the end of
+// a store back-off, or the next due delivery (bounded by the poll interval).
+// While waiting for a free slot, a finishing attempt wakes the loop instead.
+func (r *runner) arm(t *time.Timer, dirty bool) {
+	t.Stop()
+	var wait time.Duration
+	switch {
+	case r.paused():
+		wait = r.pauseUntil.Sub(r.d.now())
+	case len(r.queue) > 0 || dirty:
+		return
+	default:
+		wait = r.d.poll
+		if next, ok := r.d.store.NextDue(r.din); ok {
+			// At or before now means in flight: their completion wakes us.
+			if w := next.Sub(r.d.now()); w > 0 && w < wait {
+				wait = w
+			}
+		}
+	}
+	t.Reset(wait)
+}
+
+// start runs one attempt in its own goroutine; the loop hears of its steps.
+func (r *runner) start(dest *Destination, dl storage.Delivery) {
+	r.inflight[dl.ID] = struct{}{}
+	r.sending++
+	r.running++
+	r.d.wg.Add(1)
+	go func() {
+		defer r.d.wg.Done()
+		storeErr := r.d.attempt(dest, &dl, func() { r.events <- event{id: dl.ID, sent: true} })
+		r.events <- event{id: dl.ID, storeErr: storeErr}
+	}()
+}
