@@ -50,6 +50,8 @@ type App struct {
 	key     []byte
 	dests   map[string]*delivery.Destination
 	metrics *Metrics
+	// sensitive matches the field names whose values are never shown.
+	sensitive *handlers.Sensitive
 	// engine is set by Start. Caddy starts apps in no fixed order, so the
 	// HTTP server may already serve requests that read it.
 	engine atomic.Pointer[engine]
@@ -102,6 +104,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		a.dests[din] = built
 	}
+	a.sensitive = handlers.NewSensitive(a.Redact...)
 	if a.metrics, err = loadMetrics(ctx); err != nil {
 		return err
 	}
@@ -158,6 +161,7 @@ func (a *App) Start() error {
 		return err
 	}
 	a.engine.Store(e)
+	e.sensitive.Store(a.sensitive)
 	e.dispatcher.SetDestinations(a.destList())
 	a.logger.Info("postback started", zap.String("storage_dir", a.dir), zap.Strings("destinations", a.DINs()))
 	return nil

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/postbackedge/caddy-postback/delivery"
+	"github.com/postbackedge/caddy-postback/handlers"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
@@ -26,8 +28,10 @@ type engine struct {
 	dispatcher *delivery.Dispatcher
 	metrics    *Metrics
 	logger     *zap.Logger
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	// sensitive is the current config's redact list; a reload replaces it.
+	sensitive atomic.Pointer[handlers.Sensitive]
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 func loadEngine(dir string, key []byte, retention caddy.Duration, logger *zap.Logger, m *Metrics) (*engine, error) {
@@ -61,6 +65,10 @@ func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Log
 		Logger:    slogger.With("component", "delivery"),
 		Observer:  e,
 		UserAgent: userAgent(),
+		Sensitive: func(name string) bool {
+			s := e.sensitive.Load()
+			return s != nil && s.Match(name)
+		},
 	})
 	e.dispatcher.Start()
 	ctx, cancel := context.WithCancel(context.Background())

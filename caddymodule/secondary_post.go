@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -83,9 +84,15 @@ func (s *SecondaryPost) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 	if _, err := s.app.Enqueue(r.Context(), dins, contentType, payload); err != nil {
 		// Not durable: refuse, so the sender retries and the legacy script
 		// never sees a notification the mirror did not get.
-		s.logger.Error("enqueue failed; answering 503", zap.Strings("dins", dins), zap.Error(err))
+		// The response is written here rather than returned as a handler
+		// error: Caddy would log that error with the request URI, and a GET
+		// postback's query carries passwords.
+		s.logger.Error("enqueue failed; answering 503", zap.String("path", r.URL.Path), zap.Strings("dins", dins), zap.Error(err))
 		w.Header().Set("Retry-After", "30")
-		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("secondary_post: queue unavailable: %w", err))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, werr := io.WriteString(w, "postback queue unavailable, retry later\n")
+		return werr
 	}
 	return next.ServeHTTP(w, r)
 }

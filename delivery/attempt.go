@@ -65,7 +65,7 @@ func (d *Dispatcher) decide(dest *Destination, dl *storage.Delivery, n int, s se
 	if err != nil {
 		// Failed keeps the payload in the store for a manual retry.
 		return storage.Outcome{State: storage.StateFailed,
-			Error: clip(redact("spool: "+err.Error(), dest.URL, payload))}
+			Error: clip(redact("spool: "+err.Error(), dest.URL, payload, d.sensitive))}
 	}
 	return storage.Outcome{State: storage.StateSpooled, SpoolFile: path}
 }

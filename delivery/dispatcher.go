@@ -50,6 +50,10 @@ type Options struct {
 	// woken (a safety net, e.g. for deliveries re-queued without Notify).
 	// Default 10s.
 	PollInterval time.Duration
+	// Sensitive names form fields whose values are scrubbed from error text
+	// whatever their length (a three-digit CVV); nil: none beyond the
+	// default scrubbing of longer values.
+	Sensitive func(name string) bool
 }
 
 // Defaults applied to Options' zero fields.
@@ -70,6 +74,7 @@ type Dispatcher struct {
 	jitter        float64
 	maxRetryAfter time.Duration
 	poll          time.Duration
+	sensitive     func(name string) bool
 	client        *http.Client // for destinations without their own
 
 	ctx    context.Context // of all attempts; cancelled when Stop stops waiting
@@ -96,6 +101,7 @@ func New(store Store, opts Options) *Dispatcher {
 		jitter:        opts.Jitter,
 		maxRetryAfter: opts.MaxRetryAfter,
 		poll:          opts.PollInterval,
+		sensitive:     opts.Sensitive,
 		stopCh:        make(chan struct{}),
 		dests:         map[string]*Destination{},
 		runners:       map[string]*runner{},

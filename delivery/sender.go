@@ -49,7 +49,7 @@ func (d *Dispatcher) send(dest *Destination, dl *storage.Delivery, payload []byt
 
 	req, err := d.newRequest(ctx, dest, dl, payload, n)
 	if err != nil {
-		s.attempt.Error = clip(redact("request: "+err.Error(), dest.URL, payload))
+		s.attempt.Error = clip(redact("request: "+err.Error(), dest.URL, payload, d.sensitive))
 		return s
 	}
 	resp, err := dest.Client.Do(req)
@@ -59,7 +59,7 @@ func (d *Dispatcher) send(dest *Destination, dl *storage.Delivery, payload []byt
 			s.cancelled = true // not the destination's fault: retried after restart
 			return s
 		}
-		s.attempt.Error = clip(redact(describe(err, dest.Timeout), dest.URL, payload))
+		s.attempt.Error = clip(redact(describe(err, dest.Timeout), dest.URL, payload, d.sensitive))
 		return s
 	}
 	// Reading a bounded part of the body lets a small answer free the
@@ -156,7 +156,7 @@ const redacted = "[redacted]"
 
 // redact removes from msg anything of the URL's userinfo and query and of the
 // payload, should some error text ever quote them: payloads carry card data.
-func redact(msg string, u *url.URL, payload []byte) string {
+func redact(msg string, u *url.URL, payload []byte, sensitive func(name string) bool) string {
 	var secrets []string
 	add := func(s string, minLen int) {
 		if len(s) >= minLen {
@@ -181,10 +181,15 @@ func redact(msg string, u *url.URL, payload []byte) string {
 			}
 		}
 		if vals, err := url.ParseQuery(string(payload)); err == nil || len(vals) > 0 {
-			for _, vs := range vals {
+			for name, vs := range vals {
+				// Very short values would mangle ordinary words, except
+				// where the field is known to hold a secret (a CVV).
+				minLen := 4
+				if sensitive != nil && sensitive(name) {
+					minLen = 1
+				}
 				for _, v := range vs {
-					// Very short values would mangle ordinary words.
-					add(v, 4)
+					add(v, minLen)
 				}
 			}
 		}

@@ -165,7 +165,7 @@ func TestErrorTextHasNoPayloadQueryOrUserinfo(t *testing.T) {
 func TestRedact(t *testing.T) {
 	u, _ := url.Parse("https://bob:pw@h.example/x?k=QS")
 	msg := `Get "https://bob:pw@h.example/x?k=QS&cc=4111+1111": cc 4111 1111 raw 4111+1111`
-	got := redact(msg, u, []byte("cc=4111+1111"))
+	got := redact(msg, u, []byte("cc=4111+1111"), nil)
 	for _, s := range []string{"4111", "bob", "pw@", "k=QS"} {
 		if strings.Contains(got, s) {
 			t.Errorf("redact(%q) = %q: %q left", msg, got, s)
@@ -180,5 +180,20 @@ func TestRedact(t *testing.T) {
 	}
 	if long := clip(strings.Repeat("é", 300)); len(long) > maxErrorLen+len("…") || !strings.HasSuffix(long, "…") {
 		t.Errorf("clip: %d bytes", len(long))
+	}
+}
+
+// A CVV is too short for the generic scrubbing; a sensitive field's value is
+// scrubbed whatever its length.
+func TestRedactSensitiveShortValues(t *testing.T) {
+	payload := []byte("cvv=123&note=abc")
+	msg := "spool: write failed near 123 and abc"
+	if got := redact(msg, nil, payload, nil); !strings.Contains(got, "123") {
+		t.Fatalf("without a sensitive list, short values stay (got %q)", got)
+	}
+	sensitive := func(name string) bool { return name == "cvv" }
+	got := redact(msg, nil, payload, sensitive)
+	if strings.Contains(got, "123") || !strings.Contains(got, "abc") {
+		t.Errorf("redact with cvv sensitive = %q: want 123 gone and abc kept", got)
 	}
 }
