@@ -1,0 +1,260 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Enqueue writes one pending delivery per item, due now, and returns once the
+// group commit holding them is synced to disk. The items of one call are
+// written atomically. When ctx ends first its error is returned and the
+// deliveries may still be written.
+func (s *Store) Enqueue(ctx context.Context, items []NewDelivery) ([]Delivery, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	for _, it := range items {
+		if err := checkDIN(it.DIN); err != nil {
+			return nil, fmt.Errorf("enqueue: %w", err)
+		}
+		// Badger refuses a value larger than a value-log file; refusing it
+		// here keeps it from failing the whole group commit.
+		if int64(len(it.Payload)) >= s.opts.ValueLogFileSize/2 {
+			return nil, fmt.Errorf("enqueue: payload of %d bytes is too large", len(it.Payload))
+		}
+	}
+	res, err := s.submit(ctx, &enqueueOp{items: items})
+	if err != nil {
+		return nil, fmt.Errorf("enqueue: %w", err)
+	}
+	return res.([]Delivery), nil
+}
+
+type enqueueOp struct{ items []NewDelivery }
+
+func (o *enqueueOp) apply(w *wtx) (any, error) {
+	now := w.s.now()
+	out := make([]Delivery, 0, len(o.items))
+	for _, it := range o.items {
+		i := w.s.nextID(now)
+		d := Delivery{
+			ID:          i.String(),
+			DIN:         it.DIN,
+			State:       StatePending,
+			Created:     i.time(),
+			Updated:     now,
+			NextAttempt: now,
+			ContentType: it.ContentType,
+			Size:        len(it.Payload),
+			HasPayload:  true,
+		}
+		w.set(deliveryKey(i), encodeRecord(&d))
+		w.set(payloadKey(i), append([]byte(nil), it.Payload...))
+		w.insertDue(d.DIN, now, i)
+		w.set(dinKey(d.DIN, i), []byte{stateCodes[StatePending]})
+		w.countState(d.DIN, StatePending, 1)
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// nextID issues ids in strictly increasing order, even if the clock steps
+// back (lastNs is loaded from the newest record at Open). Committer only.
+func (s *Store) nextID(now time.Time) id {
+	ns := now.UnixNano()
+	if ns <= s.lastNs {
+		ns = s.lastNs + 1
+	}
+	s.lastNs = ns
+	return newID(ns)
+}
+
+func (w *wtx) insertDue(din string, next time.Time, i id) {
+	k := dueKey(din, next, i)
+	w.set(k, nil)
+	w.hint(dinPrefix(pfxDue, din), k)
+}
+
+func (w *wtx) insertExpire(updated time.Time, i id) {
+	k := expireKey(updated, i)
+	w.set(k, nil)
+	w.hint([]byte{pfxExpire}, k)
+}
+
+// record reads and decodes the record of i; ErrNotFound when absent.
+func (w *wtx) record(i id) (Delivery, error) {
+	v, found, err := w.get(deliveryKey(i))
+	if err != nil {
+		return Delivery{}, err
+	}
+	if !found {
+		return Delivery{}, fmt.Errorf("delivery %s: %w", i, ErrNotFound)
+	}
+	return decodeRecord(i, v)
+}
+
+// Complete records attempt a (none when a is zero-valued) and applies the
+// outcome: pending moves the delivery to out.NextAttempt and keeps the
+// payload; delivered and spooled delete the payload and keep the record;
+// failed keeps the payload for a manual Retry. Completing a delivery that is
+// not pending is ErrConflict; an unknown id is ErrNotFound.
+func (s *Store) Complete(id string, a Attempt, out Outcome) (Delivery, error) {
+	i, ok := parseID(id)
+	if !ok {
+		return Delivery{}, fmt.Errorf("complete %q: %w", id, ErrNotFound)
+	}
+	if !out.State.Valid() {
+		return Delivery{}, fmt.Errorf("complete %s: invalid outcome state %q", id, out.State)
+	}
+	res, err := s.submit(context.Background(), &completeOp{id: i, a: a, out: out})
+	if err != nil {
+		return Delivery{}, fmt.Errorf("complete %s: %w", id, err)
+	}
+	return res.(Delivery), nil
+}
+
+type completeOp struct {
+	id  id
+	a   Attempt
+	out Outcome
+}
+
+func isZeroAttempt(a Attempt) bool {
+	return a.At.IsZero() && a.Status == 0 && a.Error == "" && a.Duration == 0
+}
+
+func attemptOK(a Attempt) bool { return a.Status >= 200 && a.Status < 300 && a.Error == "" }
+
+func attemptErrorText(a Attempt) string {
+	if a.Error != "" {
+		return a.Error
+	}
+	return fmt.Sprintf("HTTP %d", a.Status)
+}
+
+func (o *completeOp) apply(w *wtx) (any, error) {
+	d, err := w.record(o.id)
+	if err != nil {
+		return nil, err
+	}
+	if d.State != StatePending {
+		return nil, fmt.Errorf("delivery %s is %s, not pending: %w", d.ID, d.State, ErrConflict)
+	}
+	now := w.s.now()
+	oldNext := d.NextAttempt
+	var hc hourCounts
+	if !isZeroAttempt(o.a) {
+		a := o.a
+		if a.At.IsZero() {
+			a.At = now
+		}
+		a.At = norm(a.At)
+		a.Error = clip(a.Error)
+		d.Attempts = append(d.Attempts, a)
+		if n := len(d.Attempts); n > maxAttempts {
+			d.Attempts = append([]Attempt(nil), d.Attempts[n-maxAttempts:]...)
+		}
+		hc.Attempts = 1
+		if attemptOK(a) {
+			hc.Successes = 1
+			w.success(d.DIN, a.At)
+		} else {
+			w.failure(d.DIN, a.At, attemptErrorText(a))
+		}
+	}
+	d.LastError = clip(o.out.Error)
+	if d.LastError == "" && !isZeroAttempt(o.a) && !attemptOK(o.a) {
+		d.LastError = clip(attemptErrorText(o.a))
+	}
+	if o.out.Error != "" {
+		w.failure(d.DIN, now, o.out.Error)
+	}
+	d.State = o.out.State
+	d.Updated = now
+	w.del(dueKey(d.DIN, oldNext, o.id))
+	switch o.out.State {
+	case StatePending:
+		d.NextAttempt = norm(o.out.NextAttempt)
+		if d.NextAttempt.IsZero() {
+			d.NextAttempt = now
+		}
+		w.insertDue(d.DIN, d.NextAttempt, o.id)
+	case StateDelivered, StateSpooled:
+		d.NextAttempt = time.Time{}
+		d.HasPayload = false
+		if o.out.State == StateSpooled {
+			d.SpoolFile = o.out.SpoolFile
+			hc.Spooled = 1
+		} else {
+			hc.Delivered = 1
+		}
+		w.del(payloadKey(o.id))
+		w.insertExpire(now, o.id)
+	case StateFailed:
+		d.NextAttempt = time.Time{}
+		hc.Failed = 1
+	}
+	w.set(deliveryKey(o.id), encodeRecord(&d))
+	if d.State != StatePending {
+		w.set(dinKey(d.DIN, o.id), []byte{stateCodes[d.State]})
+		w.countState(d.DIN, StatePending, -1)
+		w.countState(d.DIN, d.State, 1)
+	}
+	if hc != (hourCounts{}) {
+		at := now
+		if len(d.Attempts) > 0 && !isZeroAttempt(o.a) {
+			at = d.Attempts[len(d.Attempts)-1].At
+		}
+		w.hourly(d.DIN, at, hc)
+	}
+	return d, nil
+}
+
+// Retry makes a failed delivery (or a spooled one whose payload still
+// exists) pending again, due now. Other states are ErrConflict.
+func (s *Store) Retry(id string, now time.Time) (Delivery, error) {
+	i, ok := parseID(id)
+	if !ok {
+		return Delivery{}, fmt.Errorf("retry %q: %w", id, ErrNotFound)
+	}
+	res, err := s.submit(context.Background(), &retryOp{id: i, now: norm(now)})
+	if err != nil {
+		return Delivery{}, fmt.Errorf("retry %s: %w", id, err)
+	}
+	return res.(Delivery), nil
+}
+
+type retryOp struct {
+	id  id
+	now time.Time
+}
+
+func (o *retryOp) apply(w *wtx) (any, error) {
+	d, err := w.record(o.id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case d.State == StateFailed:
+	case d.State == StateSpooled && d.HasPayload:
+		w.del(expireKey(d.Updated, o.id))
+	case d.State == StateSpooled:
+		return nil, fmt.Errorf("delivery %s was spooled and its payload deleted: %w", d.ID, ErrConflict)
+	default:
+		return nil, fmt.Errorf("delivery %s is %s: %w", d.ID, d.State, ErrConflict)
+	}
+	now := o.now
+	if now.IsZero() {
+		now = w.s.now()
+	}
+	w.countState(d.DIN, d.State, -1)
+	w.countState(d.DIN, StatePending, 1)
+	d.State = StatePending
+	d.NextAttempt = now
+	d.Updated = now
+	w.set(deliveryKey(o.id), encodeRecord(&d))
+	w.set(dinKey(d.DIN, o.id), []byte{stateCodes[StatePending]})
+	w.insertDue(d.DIN, now, o.id)
+	return d, nil
+}

@@ -1,0 +1,359 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// Options configure Open. Only Dir is required; the tuning knobs default to
+// values measured for a small sidecar (see TUNING.md).
+type Options struct {
+	Dir           string
+	EncryptionKey []byte        // nil, or 32 bytes: AES-256 at rest (Badger's encryption)
+	Retention     time.Duration // delivered/spooled records are kept this long (default 30 days)
+	Logger        *slog.Logger  // nil: discard; Badger's warnings and errors go here too
+
+	// HourlyRetention is how long hourly buckets are kept (default 8 days).
+	HourlyRetention time.Duration
+	// MaxBatch bounds the operations gathered into one group commit (default 1024).
+	MaxBatch int
+	// MemTableSize is Badger's memtable (and write-ahead file) size (default
+	// 4 MiB). One group commit can hold at most 15 % of it.
+	MemTableSize int64
+	// NumMemtables is how many full memtables may wait for their flush before
+	// writes stall (default 1).
+	NumMemtables int
+	// BlockCacheSize (default 4 MiB; used only with encryption) and
+	// IndexCacheSize (default 8 MiB) bound Badger's caches.
+	BlockCacheSize int64
+	IndexCacheSize int64
+	// ValueLogFileSize is the size of one value-log file (default 64 MiB).
+	ValueLogFileSize int64
+	// ValueThreshold: values of at least this size (payloads, in practice) go
+	// to the value log, smaller ones (records, indexes) stay in the LSM tree
+	// (default 512 bytes). Payloads in the value log are written once and never
+	// rewritten by compaction, which keeps compaction's memory small.
+	ValueThreshold int64
+	// Clock replaces time.Now (tests).
+	Clock func() time.Time
+
+	// syncPerBatch selects SyncWrites=false plus one db.Sync per group commit
+	// instead of Badger's SyncWrites. It measured no faster (TUNING.md) and
+	// leaves a window in which a concurrent value-log GC write could rotate
+	// the memtable before our Sync, so it is kept for benchmarks only.
+	syncPerBatch bool
+	// tune adjusts Badger's options last (tests and tuning experiments).
+	tune func(badger.Options) badger.Options
+}
+
+const (
+	defaultRetention       = 30 * 24 * time.Hour
+	defaultHourlyRetention = 8 * 24 * time.Hour
+	defaultMaxBatch        = 1024
+	schemaVersion          = "1"
+)
+
+func (o *Options) setDefaults() {
+	if o.Retention <= 0 {
+		o.Retention = defaultRetention
+	}
+	if o.HourlyRetention <= 0 {
+		o.HourlyRetention = defaultHourlyRetention
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = defaultMaxBatch
+	}
+	if o.MemTableSize <= 0 {
+		o.MemTableSize = 4 << 20
+	}
+	if o.NumMemtables <= 0 {
+		o.NumMemtables = 1
+	}
+	if o.BlockCacheSize <= 0 {
+		o.BlockCacheSize = 4 << 20
+	}
+	if o.IndexCacheSize <= 0 {
+		o.IndexCacheSize = 8 << 20
+	}
+	if o.ValueLogFileSize <= 0 {
+		o.ValueLogFileSize = 64 << 20
+	}
+	if o.ValueThreshold <= 0 {
+		o.ValueThreshold = 512
+	}
+	// Badger refuses a threshold above its largest transaction (15 % of a memtable).
+	o.ValueThreshold = min(o.ValueThreshold, 15*o.MemTableSize/100)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+}
+
+// Store is the durable delivery queue. All mutations go through one committer
+// goroutine (committer.go); reads use Badger snapshots directly.
+type Store struct {
+	opts Options
+	db   *badger.DB
+	log  *slog.Logger
+
+	// closeMu guards closed and db use against Close: readers and submitters
+	// hold it shared, Close exclusively.
+	closeMu sync.RWMutex
+	closed  bool
+	ops     chan *pending
+	done    chan struct{} // closed when the committer has exited
+
+	// maxSize/maxCount bound one Badger transaction (Badger's own limits).
+	maxSize, maxCount int64
+
+	// lastNs is the time part of the last id issued (committer only).
+	lastNs int64
+
+	// countersMu guards counters, which change only when a batch commits.
+	countersMu sync.Mutex
+	counters   map[string]*dinCounters
+
+	due dueHints
+
+	// batches counts group commits that wrote something (tests, benchmarks).
+	batches atomic.Int64
+	// beforeCommit is a test hook run by the committer before each commit.
+	beforeCommit func()
+}
+
+// Open opens (or creates) the store in opts.Dir.
+func Open(opts Options) (*Store, error) {
+	opts.setDefaults()
+	dir := opts.Dir
+	if dir == "" {
+		return nil, errors.New("open store: no directory given")
+	}
+	if n := len(opts.EncryptionKey); n != 0 && n != 32 {
+		return nil, fmt.Errorf("open store %s: encryption key must be 32 bytes, got %d", dir, n)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	// The folder is what keeps other users out: Badger creates its files with
+	// 0666 minus umask, which tightenPerms corrects afterwards.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+
+	bo := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{opts.Logger}).
+		WithMetricsEnabled(false).  // Badger's metrics are process-global expvars
+		WithDetectConflicts(false). // one writer: there is nothing to conflict with
+		WithSyncWrites(!opts.syncPerBatch).
+		WithMemTableSize(opts.MemTableSize).
+		WithNumMemtables(opts.NumMemtables).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithBaseTableSize(1 << 20).
+		WithBlockCacheSize(opts.BlockCacheSize).
+		WithIndexCacheSize(opts.IndexCacheSize).
+		WithValueLogFileSize(opts.ValueLogFileSize).
+		WithValueThreshold(opts.ValueThreshold).
+		// Payloads live in the value log, uncompressed whatever this says;
+		// compressing the small LSM saves little disk and costs builder memory.
+		WithCompression(options.None)
+	if len(opts.EncryptionKey) > 0 {
+		bo = bo.WithEncryptionKey(opts.EncryptionKey)
+	}
+	if opts.tune != nil {
+		bo = opts.tune(bo)
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
+			return nil, fmt.Errorf("open store %s: wrong encryption key (the store was created with a different key, or with/without one): %w", dir, err)
+		}
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &Store{
+		opts:     opts,
+		db:       db,
+		log:      opts.Logger,
+		ops:      make(chan *pending, opts.MaxBatch),
+		done:     make(chan struct{}),
+		maxSize:  db.MaxBatchSize(),
+		maxCount: db.MaxBatchCount(),
+		counters: make(map[string]*dinCounters),
+	}
+	s.due.init()
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s.tightenPerms()
+	go s.commitLoop()
+	return s, nil
+}
+
+// load reads what Open needs: the schema version, the per-DIN counters and the
+// newest id. It reads O(number of DINs) keys, never the records, so that a
+// store with a million pending deliveries opens at once.
+func (s *Store) load() error {
+	err := s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(metaKey("schema"))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			return txn.Set(metaKey("schema"), []byte(schemaVersion))
+		case err != nil:
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		if string(v) != schemaVersion {
+			return fmt.Errorf("unknown schema version %q", v)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("schema: %w", err)
+	}
+	return s.db.View(func(txn *badger.Txn) error {
+		if err := s.loadCounters(txn); err != nil {
+			return err
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pfxDelivery}, Reverse: true})
+		defer it.Close()
+		it.Seek([]byte{pfxDelivery, 0xff})
+		if it.Valid() {
+			var last id
+			copy(last[:], it.Item().Key()[1:])
+			s.lastNs = last.time().UnixNano()
+		}
+		return nil
+	})
+}
+
+func (s *Store) loadCounters(txn *badger.Txn) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pfxStats}})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		din, _, ok := readDIN(it.Item().Key()[1:])
+		if !ok {
+			return fmt.Errorf("bad counters key %x", it.Item().Key())
+		}
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		c, err := decodeCounters(v)
+		if err != nil {
+			return fmt.Errorf("counters of DIN %s: %w", din, err)
+		}
+		s.counters[din] = &c
+	}
+	return nil
+}
+
+// Close stops the committer (after it has answered what was already queued)
+// and closes the database. Later calls return ErrClosed.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	close(s.ops)
+	s.closeMu.Unlock()
+	<-s.done
+	err := s.db.Close()
+	s.tightenPerms()
+	if err != nil {
+		return fmt.Errorf("close store %s: %w", s.opts.Dir, err)
+	}
+	return nil
+}
+
+// read runs f unless the store is closed, keeping Close out meanwhile.
+func (s *Store) read(f func() error) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return f()
+}
+
+func (s *Store) now() time.Time { return norm(s.opts.Clock()) }
+
+// DiskUsage returns the bytes on disk of the LSM tree (tables and
+// write-ahead memtables) and of the value log, from the files in Dir
+// (allocated blocks, not apparent sizes: Badger preallocates sparsely).
+func (s *Store) DiskUsage() (lsm, vlog int64) {
+	_ = filepath.WalkDir(s.opts.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".sst", ".mem":
+			lsm += allocated(info)
+		case ".vlog":
+			vlog += allocated(info)
+		}
+		return nil
+	})
+	return lsm, vlog
+}
+
+// tightenPerms sets every file in Dir to 0600. Badger creates files with
+// 0666 minus umask and offers no hook; the 0700 folder already keeps other
+// users out, this makes the files themselves private as well.
+func (s *Store) tightenPerms() {
+	_ = filepath.WalkDir(s.opts.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		want := fs.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		}
+		info, err := d.Info()
+		if err != nil || info.Mode().Perm() == want {
+			return nil
+		}
+		if err := os.Chmod(path, want); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("cannot tighten store file mode", "path", path, "error", err)
+		}
+		return nil
+	})
+}
+
+// badgerLogger passes Badger's warnings and errors to slog and drops the rest.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+}
+
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
