@@ -55,6 +55,8 @@ type App struct {
 	// engine is set by Start. Caddy starts apps in no fixed order, so the
 	// HTTP server may already serve requests that read it.
 	engine atomic.Pointer[engine]
+	// stopped makes Stop release the pooled engine once.
+	stopped atomic.Bool
 }
 
 // CaddyModule returns the Caddy module information.
@@ -178,8 +180,14 @@ func (a *App) destList() []*delivery.Destination {
 // Stop releases this config's hold on the store. The store and its workers
 // stop only when no config uses them any more, so a reload that keeps the
 // same storage_dir never closes the database.
+//
+// The engine stays referenced: Caddy stops a config's apps in no fixed
+// order, so during a reload the old config's server may still be draining
+// requests after this app has stopped. They keep using the shared store the
+// new config holds open; once the last config has released it, it is closed
+// and they are answered 503 (storage.ErrClosed), so the sender retries.
 func (a *App) Stop() error {
-	if a.engine.Swap(nil) == nil {
+	if a.engine.Load() == nil || !a.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
 	_, err := enginePool.Delete(a.dir)
@@ -209,7 +217,6 @@ func (a *App) Enqueue(ctx context.Context, dins []string, contentType string, pa
 		a.metrics.Enqueued.WithLabelValues(din).Inc()
 		e.dispatcher.Notify(din)
 	}
-	e.refreshDepth(dins...)
 	return recs, nil
 }
 

@@ -124,3 +124,17 @@ func asDenial(err error) (*handlers.Denial, bool) {
 	ok := errors.As(err, &d)
 	return d, ok
 }
+
+// positiveIntArg reads exactly one positive integer argument.
+func positiveIntArg(d *caddyfile.Dispenser) (int, error) {
+	opt := d.Val()
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, d.Errf("%s %q: want a positive integer", opt, s)
+	}
+	return n, nil
+}

@@ -20,6 +20,10 @@ import (
 // one, and Badger allows one opener per folder.
 var enginePool = caddy.NewUsagePool()
 
+// liveEngines holds the open engines (as keys), whose queue depths the
+// metrics scrape reads (depthCollector).
+var liveEngines sync.Map
+
 // engine is the pooled store plus the dispatcher that drains it.
 type engine struct {
 	dir        string
@@ -79,12 +83,14 @@ func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Log
 		store.RunMaintenance(ctx, 5*time.Minute)
 	}()
 	e.refreshDepth()
+	liveEngines.Store(e, struct{}{})
 	return e, nil
 }
 
 // Destruct stops the workers (bounded) and closes the store, when the last
 // config using this folder stops.
 func (e *engine) Destruct() error {
+	liveEngines.Delete(e)
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
 	if err := e.dispatcher.Stop(ctx); err != nil {
@@ -114,11 +120,12 @@ func (e *engine) Finished(din string, state storage.State) {
 	case storage.StateFailed:
 		e.metrics.Failed.WithLabelValues(din).Inc()
 	}
-	e.refreshDepth(din)
 }
 
 // refreshDepth copies pending counts into the queue-depth gauge; with no
-// DIN given it refreshes all of them. Stats are in-memory counters.
+// DIN given it refreshes all of them. Stats are in-memory counters plus an
+// index seek per DIN, so this runs when metrics are scraped
+// (depthCollector), not per delivery.
 func (e *engine) refreshDepth(dins ...string) {
 	stats, err := e.store.Stats()
 	if err != nil {

@@ -39,6 +39,11 @@ type PostbackFilter struct {
 	// Largest request body in bytes. Default: 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// Most fields in a form body (application/x-www-form-urlencoded) or a
+	// GET query string. Default 1000, PHP's max_input_vars: PHP silently
+	// drops the fields past it, so the script would see part of the post.
+	MaxFields int `json:"max_fields,omitempty"`
+
 	// deny_status and deny_body: the response for a refused request.
 	// Without them the refusal is a handler error for handle_errors.
 	DenyResponse
@@ -138,6 +143,9 @@ func expandAllowEntries(repl *caddy.Replacer, raw []string) ([]string, error) {
 
 // Validate checks what Provision does not.
 func (f *PostbackFilter) Validate() error {
+	if f.MaxFields < 0 {
+		return fmt.Errorf("max_fields %d: must not be negative", f.MaxFields)
+	}
 	if f.MaxBody < 0 {
 		return fmt.Errorf("max_body %d: must not be negative", f.MaxBody)
 	}
@@ -163,13 +171,24 @@ func (f *PostbackFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	}
 	// A request without a body (GET, or POST with Content-Length: 0) is
 	// left as it is; there is nothing to bound.
+	form := []byte(r.URL.RawQuery)
 	if r.Body != nil && r.Body != http.NoBody {
-		if _, err := handlers.CaptureBody(r, f.maxBody); err != nil {
+		body, err := handlers.CaptureBody(r, f.maxBody)
+		if err != nil {
 			if d, ok := asDenial(err); ok {
 				return f.denier.deny(w, r, d)
 			}
 			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("postback_filter: %w", err))
 		}
+		if handlers.CheckFormContentType(r.Header.Get("Content-Type")) == nil {
+			form = body
+		}
+	}
+	if err := handlers.CheckFieldCount(form, f.MaxFields); err != nil {
+		if d, ok := asDenial(err); ok {
+			return f.denier.deny(w, r, d)
+		}
+		return err
 	}
 	return next.ServeHTTP(w, r)
 }

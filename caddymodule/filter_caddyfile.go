@@ -33,6 +33,7 @@ func parsePostbackFilter(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 //		methods     <method>...
 //		allow       <ip|cidr>...
 //		max_body    <size>
+//		max_fields  <n>
 //		deny_status <code>
 //		deny_body   <text>
 //	}
@@ -46,6 +47,8 @@ func parsePostbackFilter(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 //     several entries separated by spaces or commas. Without allow every
 //     sender is let through (and a warning is logged). Refused: 403.
 //   - max_body: largest body, e.g. 64KiB or 1MB (default 1MiB). Larger: 413.
+//   - max_fields: most fields in a form body or GET query (default 1000,
+//     PHP's max_input_vars, past which PHP silently drops fields). More: 400.
 //   - deny_status, deny_body: the response for a refused request;
 //     placeholders such as {postback.deny_reason} allowed; \n in deny_body
 //     is a newline. Without them a refusal is a handler error, for
@@ -113,6 +116,13 @@ func (f *PostbackFilter) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_body %q: must be between 1 byte and %d bytes", s, int64(math.MaxInt64))
 			}
 			f.MaxBody = int64(n)
+
+		case "max_fields":
+			n, err := positiveIntArg(d)
+			if err != nil {
+				return err
+			}
+			f.MaxFields = n
 
 		default:
 			return d.Errf("unrecognized postback_filter option %q", d.Val())

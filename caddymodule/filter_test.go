@@ -472,3 +472,46 @@ func TestFilterCaddyfileMaxBodySizes(t *testing.T) {
 		}
 	}
 }
+
+// PHP keeps the first max_input_vars (1000) fields and drops the rest
+// silently; the filter refuses such a post instead of letting the script
+// act on part of it.
+func TestFilterRefusesTooManyFields(t *testing.T) {
+	f := &PostbackFilter{Methods: []string{"GET", "POST"}, MaxFields: 3}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := f.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { w.WriteHeader(204); return nil })
+	for _, c := range []struct {
+		method, target, ctype, body string
+		want                        int
+	}{
+		{"POST", "/", "application/x-www-form-urlencoded", "a=1&b=2&c=3", 204},
+		{"POST", "/", "application/x-www-form-urlencoded", "a=1&b=2&c=3&d=4", 400},
+		{"POST", "/", "text/plain", "a=1&b=2&c=3&d=4", 204}, // not a form: only max_body applies
+		{"GET", "/?a=1&b=2&c=3&d=4", "", "", 400},
+		{"GET", "/?a=1&b=2", "", "", 204},
+	} {
+		r := httptest.NewRequest(c.method, c.target, strings.NewReader(c.body))
+		if c.ctype != "" {
+			r.Header.Set("Content-Type", c.ctype)
+		}
+		repl := caddy.NewReplacer()
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+		w := httptest.NewRecorder()
+		err := f.ServeHTTP(w, r, next)
+		status := w.Code
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) {
+			status = he.StatusCode
+		}
+		if status != c.want {
+			t.Errorf("%s %s (%s): status %d, err %v; want %d", c.method, c.target, c.ctype, status, err, c.want)
+		}
+		if c.want == 400 && repl.ReplaceAll("{postback.deny_reason}", "") != "too_many_fields" {
+			t.Errorf("%s %s: deny reason %q", c.method, c.target, repl.ReplaceAll("{postback.deny_reason}", ""))
+		}
+	}
+}

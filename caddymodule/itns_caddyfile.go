@@ -40,6 +40,7 @@ func parseITNSVerify(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 //		dedupe      <window>
 //		dedupe_wait <duration>
 //		max_body    <size>
+//		max_fields  <n>
 //		deny_status <code>
 //		deny_body   <text>
 //	}
@@ -60,6 +61,7 @@ func parseITNSVerify(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 //     dedupe_wait bounds the wait for a first copy still in flight
 //     (default 10s), after which the replay gets 503 and Retry-After.
 //   - max_body: largest body, e.g. 64KiB (default 1MiB). Larger: 413.
+//   - max_fields: most fields (default 1000, PHP's max_input_vars). More: 400.
 //   - deny_status, deny_body: the response for a refusal, as in
 //     postback_filter; without them a refusal is a handler error (403 for
 //     signature and time, 400 for a malformed body) for handle_errors.
@@ -151,6 +153,13 @@ func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_body %q: must be between 1 byte and %d bytes", s, int64(math.MaxInt64))
 			}
 			v.MaxBody = int64(n)
+
+		case "max_fields":
+			n, err := positiveIntArg(d)
+			if err != nil {
+				return err
+			}
+			v.MaxFields = n
 
 		default:
 			return d.Errf("unrecognized itns_verify option %q", opt)

@@ -291,7 +291,7 @@ func TestITNSIntegrationReplay(t *testing.T) {
 	}
 	t.Setenv("POSTBACK_TEST_ITNS_NEW", itnsNewSecret)
 	up := newITNSUpstream(t)
-	newTester(t, "postback {\n\t\tstorage_dir "+t.TempDir()+"\n\t}", strings.ReplaceAll(`
+	newTester(t, "postback {\n\t\tstorage_dir "+testDir(t, "itns-store")+"\n\t}", strings.ReplaceAll(`
 http://127.0.0.1:{port0} {
 	route /itns.php {
 		itns_verify {

@@ -56,6 +56,10 @@ type ITNSVerify struct {
 	DedupeWait caddy.Duration `json:"dedupe_wait,omitempty"`
 	// MaxBody is the largest body read, in bytes. Default 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
+	// MaxFields refuses a notification with more fields (400
+	// too_many_fields). Default 1000, PHP's max_input_vars: PHP drops the
+	// fields past it, so the script would act on part of what was signed.
+	MaxFields int `json:"max_fields,omitempty"`
 
 	// deny_status and deny_body: the response for a refused notification.
 	// Without them a refusal is a handler error (403 for signature and time
@@ -103,6 +107,7 @@ func (v *ITNSVerify) Provision(ctx caddy.Context) error {
 		Algorithm:  alg,
 		MaxAge:     time.Duration(v.MaxAge),
 		FutureSkew: time.Duration(v.FutureSkew),
+		MaxFields:  v.MaxFields,
 	})
 	if err != nil {
 		return err
@@ -170,6 +175,9 @@ func resolveSecrets(repl *caddy.Replacer, raw []string) ([][]byte, error) {
 func (v *ITNSVerify) Validate() error {
 	if v.MaxAge < 0 || v.FutureSkew < 0 || v.Dedupe < 0 || v.DedupeWait < 0 {
 		return errors.New("max_age, future_skew, dedupe and dedupe_wait must not be negative")
+	}
+	if v.MaxFields < 0 {
+		return fmt.Errorf("max_fields %d: must not be negative", v.MaxFields)
 	}
 	if v.MaxBody < 0 {
 		return fmt.Errorf("max_body %d: must not be negative", v.MaxBody)

@@ -158,22 +158,51 @@ func (p *caddyProc) adminURL(path string) string {
 // posting to that port in vain (a destination that comes back).
 type sink struct {
 	mu     sync.Mutex
-	bodies map[string][]string // X-Postback-Id → bodies received
-	total  int
+	bodies map[string][]string // X-Postback-Id → bodies received (answered 2xx)
+	total  int                 // requests, whatever the answer
+	reqs   []sinkRequest       // every request, in arrival order
 	srv    *httptest.Server
 	caFile string
 }
 
+// sinkRequest is one request a sink received.
+type sinkRequest struct {
+	ID, DIN, Attempt, ItemCode string
+	Method, ContentType        string
+	Body                       string
+	Status                     int       // what the sink answered
+	At                         time.Time // when it arrived
+}
+
 func newSink(t testing.TB, dir string, port int) *sink {
+	t.Helper()
+	return newSinkFunc(t, dir, port, nil)
+}
+
+// newSinkFunc is newSink whose answers respond chooses (nil: always 200).
+// Only bodies answered with a 2xx count as received.
+func newSinkFunc(t testing.TB, dir string, port int, respond func(r *http.Request) int) *sink {
 	t.Helper()
 	s := &sink{bodies: map[string][]string{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		status := http.StatusOK
+		if respond != nil {
+			status = respond(r)
+		}
 		s.mu.Lock()
 		id := r.Header.Get("X-Postback-Id")
-		s.bodies[id] = append(s.bodies[id], string(b))
+		if status >= 200 && status <= 299 {
+			s.bodies[id] = append(s.bodies[id], string(b))
+		}
 		s.total++
+		s.reqs = append(s.reqs, sinkRequest{
+			ID: id, DIN: r.Header.Get("X-Postback-Din"), Attempt: r.Header.Get("X-Postback-Attempt"),
+			ItemCode: r.Header.Get("X-Postback-Item-Code"), Method: r.Method,
+			ContentType: r.Header.Get("Content-Type"), Body: string(b), Status: status, At: time.Now(),
+		})
 		s.mu.Unlock()
+		w.WriteHeader(status)
 	}))
 	if port != 0 {
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -201,6 +230,13 @@ func httptestCA(t testing.TB, dir string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// requests returns a copy of every request received so far.
+func (s *sink) requests() []sinkRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]sinkRequest(nil), s.reqs...)
 }
 
 // received returns every distinct body and the number of requests.

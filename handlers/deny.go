@@ -16,6 +16,7 @@ const (
 	ReasonContentType       = "content_type"       // not application/x-www-form-urlencoded
 	ReasonMalformed         = "malformed"          // body does not parse as a form
 	ReasonDuplicateField    = "duplicate_field"    // a field name occurs twice
+	ReasonTooManyFields     = "too_many_fields"    // more fields than PHP's max_input_vars keeps
 	ReasonSignatureMissing  = "signature_missing"  // no <prefix>verify field
 	ReasonSignatureMismatch = "signature_mismatch" // no configured secret matches
 	ReasonStale             = "stale"              // transtime older than max_age

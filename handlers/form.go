@@ -81,6 +81,39 @@ func CheckFormContentType(contentType string) error {
 	return nil
 }
 
+// DefaultMaxFields is PHP's default max_input_vars: PHP silently drops the
+// fields after the first 1000, so a script would act on part of what was
+// signed (and mirrored). Refusing more is the only safe answer.
+const DefaultMaxFields = 1000
+
+// CountFields counts the fields of a form body or query string the way
+// ParseForm and PHP split it (non-empty '&'-separated segments), without
+// decoding anything.
+func CountFields(body []byte) int {
+	n, start := 0, 0
+	for i := 0; i <= len(body); i++ {
+		if i == len(body) || body[i] == '&' {
+			if i > start {
+				n++
+			}
+			start = i + 1
+		}
+	}
+	return n
+}
+
+// CheckFieldCount refuses a form with more than max fields (400
+// ReasonTooManyFields); max <= 0 means DefaultMaxFields.
+func CheckFieldCount(body []byte, max int) error {
+	if max <= 0 {
+		max = DefaultMaxFields
+	}
+	if n := CountFields(body); n > max {
+		return formError(ReasonTooManyFields, "", fmt.Errorf("%d fields, at most %d", n, max))
+	}
+	return nil
+}
+
 // ParseForm decodes an application/x-www-form-urlencoded body.
 //
 // It reads the body the way PHP fills $_POST, because a legacy PHP script is

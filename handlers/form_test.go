@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"errors"
 	"net/http"
 	"reflect"
 	"strings"
@@ -111,5 +112,25 @@ func TestEncodeFormRoundTrip(t *testing.T) {
 		if got, _ := form.Get(f.Name); got != f.Value {
 			t.Errorf("%s: %q, want %q", f.Name, got, f.Value)
 		}
+	}
+}
+
+func TestCountFieldsAndLimit(t *testing.T) {
+	for body, want := range map[string]int{"": 0, "a=1": 1, "a=1&b=2": 2, "a=1&&b=2&": 2, "&": 0, "a&b&c": 3} {
+		if got := CountFields([]byte(body)); got != want {
+			t.Errorf("CountFields(%q) = %d, want %d", body, got, want)
+		}
+	}
+	many := []byte(strings.Repeat("x=1&", 1001))
+	err := CheckFieldCount(many, 0)
+	var d *Denial
+	if !errors.As(err, &d) || d.Reason != ReasonTooManyFields || d.Status != 400 {
+		t.Fatalf("1001 fields: %v, want a 400 too_many_fields denial", err)
+	}
+	if err := CheckFieldCount(many[:len(many)-4], 0); err != nil {
+		t.Errorf("1000 fields: %v", err)
+	}
+	if err := CheckFieldCount(many, 2000); err != nil {
+		t.Errorf("1001 fields with max 2000: %v", err)
 	}
 }

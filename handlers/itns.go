@@ -80,6 +80,9 @@ type ITNSConfig struct {
 	// FutureSkew is how far in the future transtime may be when MaxAge is
 	// set; 0 means DefaultFutureSkew.
 	FutureSkew time.Duration
+	// MaxFields refuses a notification with more fields; 0 means
+	// DefaultMaxFields (what PHP keeps).
+	MaxFields int
 }
 
 // ITNS verifies and signs ITNS / ClickBank notifications. It is safe for
@@ -153,6 +156,9 @@ func (v *ITNS) TimeField() string { return v.timeField }
 // well-formed form, 403 for signature and time failures.
 func (v *ITNS) Check(contentType string, body []byte, now time.Time) (Form, int, error) {
 	if err := CheckFormContentType(contentType); err != nil {
+		return nil, -1, err
+	}
+	if err := CheckFieldCount(body, v.cfg.MaxFields); err != nil {
 		return nil, -1, err
 	}
 	form, err := ParseForm(body)

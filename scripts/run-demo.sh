@@ -12,6 +12,8 @@ if ! command -v php-cgi >/dev/null 2>&1; then
 	exit 1
 fi
 
+# Caddyfile.example finds its demo files through {$DEMO_DIR:.run}.
+export DEMO_DIR="$RUN_DIR"
 mkdir -p "$RUN_DIR"
 chmod 700 "$RUN_DIR"
 go run ./examples/gencert -out "$RUN_DIR/certs"
@@ -26,11 +28,20 @@ if [ -z "${POSTBACK_DB_KEY:-}" ]; then
 	POSTBACK_DB_KEY=$(cat "$RUN_DIR/db.key")
 	export POSTBACK_DB_KEY
 fi
-export LEGACY_DATA_DIR=${LEGACY_DATA_DIR:-$PWD/$RUN_DIR/legacy-data}
+export LEGACY_DATA_DIR=${LEGACY_DATA_DIR:-$(cd "$RUN_DIR" && pwd)/legacy-data}
 
+# php-cgi puts itself in a process group of its own, so Ctrl-C does not
+# reach it: the trap stops it with Caddy.
 PHP_FCGI_CHILDREN=4 PHP_FCGI_MAX_REQUESTS=0 php-cgi -b 127.0.0.1:9123 &
 php_pid=$!
-trap 'kill $php_pid 2>/dev/null || true' EXIT
+caddy_pid=""
+cleanup() {
+	trap - INT TERM EXIT
+	if [ -n "$caddy_pid" ]; then kill "$caddy_pid" 2>/dev/null || true; fi
+	kill "$php_pid" 2>/dev/null || true
+	wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
 
 cat <<MSG
 
@@ -57,9 +68,12 @@ caddy-postback demo on http://127.0.0.1:8080 (Ctrl-C to stop). Try, in another s
   # what the legacy scripts and the destination received
   tail $LEGACY_DATA_DIR/*.log
 
-  # delivery statistics (admin API)
+  # delivery statistics (admin API), and the report page (login ops / demo)
   $BIN postback stats
+  open http://127.0.0.1:8080/postback-report/
 
 MSG
 
-exec "$BIN" run --config Caddyfile.example --adapter caddyfile
+"$BIN" run --config Caddyfile.example --adapter caddyfile &
+caddy_pid=$!
+wait "$caddy_pid"

@@ -168,7 +168,13 @@ func (o *completeOp) apply(w *wtx) (any, error) {
 		d.LastError = clip(attemptErrorText(o.a))
 	}
 	if o.out.Error != "" {
-		w.failure(d.DIN, now, o.out.Error)
+		// Keep the cause beside the outcome ("HTTP 503; retry schedule
+		// exhausted…"): the destination's last error must say what failed.
+		text := o.out.Error
+		if !isZeroAttempt(o.a) && !attemptOK(o.a) {
+			text = attemptErrorText(o.a) + "; " + text
+		}
+		w.failure(d.DIN, now, text)
 	}
 	d.State = o.out.State
 	d.Updated = now

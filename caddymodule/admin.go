@@ -1,0 +1,119 @@
+package caddymodule
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/postbackedge/caddy-postback/report"
+	"github.com/postbackedge/caddy-postback/storage"
+)
+
+func init() {
+	caddy.RegisterModule(AdminAPI{})
+}
+
+// AdminAPI serves the postback routes on Caddy's admin endpoint:
+//
+//	GET  /postback/stats
+//	GET  /postback/deliveries?din=&state=&since=&until=&limit=&cursor=
+//	GET  /postback/deliveries/{id}
+//	POST /postback/deliveries/{id}/retry
+//
+// It is mounted by Caddy whenever the module is compiled in; it needs no
+// configuration and reads whichever postback app is running.
+type AdminAPI struct {
+	api *report.API
+}
+
+// CaddyModule returns the Caddy module information.
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.postback",
+		New: func() caddy.Module { return new(AdminAPI) },
+	}
+}
+
+// Provision sets up the routes. The admin router is provisioned with every
+// config load, but it must not hold that config's app: a request looks up
+// the running one instead, so it keeps working across reloads.
+func (a *AdminAPI) Provision(caddy.Context) error {
+	a.api = &report.API{Source: activeSource}
+	return nil
+}
+
+// Routes returns the one prefix route; report.API dispatches below it.
+func (a *AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: report.APIPrefix, Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	err := a.api.ServeHTTP(w, r)
+	var re *report.Error
+	if errors.As(err, &re) {
+		// Caddy's admin endpoint answers APIError as {"error": message}.
+		return caddy.APIError{HTTPStatus: re.Status, Err: err, Message: re.Message}
+	}
+	return err
+}
+
+// activeSource returns the postback app of the running config.
+func activeSource() (report.Source, error) {
+	v, err := caddy.ActiveContext().AppIfConfigured("postback")
+	if err != nil {
+		return nil, &report.Error{Status: http.StatusServiceUnavailable, Err: err,
+			Message: "the postback app is not configured in the running config (add the postback global option)"}
+	}
+	app, ok := v.(*App)
+	if !ok {
+		return nil, &report.Error{Status: http.StatusInternalServerError, Message: "postback app has an unexpected type"}
+	}
+	return app.source()
+}
+
+// source adapts the app for the report package; it fails until Start.
+func (a *App) source() (report.Source, error) {
+	e := a.engine.Load()
+	if e == nil {
+		return nil, &report.Error{Status: http.StatusServiceUnavailable, Err: errNotStarted,
+			Message: "the postback app has not started (yet)"}
+	}
+	return appSource{app: a, engine: e}, nil
+}
+
+// appSource is a running app as the report sees it.
+type appSource struct {
+	app    *App
+	engine *engine
+}
+
+func (s appSource) DINs() []string                              { return s.app.DINs() }
+func (s appSource) Stats() (map[string]storage.DINStats, error) { return s.engine.store.Stats() }
+func (s appSource) Hourly(since time.Time) ([]storage.HourBucket, error) {
+	return s.engine.store.Hourly(since)
+}
+func (s appSource) List(f storage.Filter) ([]storage.Delivery, string, error) {
+	return s.engine.store.List(f)
+}
+func (s appSource) Get(id string) (storage.Delivery, error) { return s.engine.store.Get(id) }
+
+// Retry re-queues the delivery and wakes its DIN's worker at once, rather
+// than leaving it to the dispatcher's next poll.
+func (s appSource) Retry(id string, now time.Time) (storage.Delivery, error) {
+	d, err := s.engine.store.Retry(id, now)
+	if err != nil {
+		return d, err
+	}
+	s.engine.dispatcher.Notify(d.DIN)
+	s.engine.refreshDepth(d.DIN)
+	return d, nil
+}
+
+// Interface guards.
+var (
+	_ caddy.AdminRouter = (*AdminAPI)(nil)
+	_ caddy.Provisioner = (*AdminAPI)(nil)
+	_ report.Source     = appSource{}
+)

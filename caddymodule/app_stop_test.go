@@ -1,0 +1,58 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/postbackedge/caddy-postback/storage"
+)
+
+// startTestApp provisions and starts a postback app on dir outside a
+// running Caddy, as one config of a reload would.
+func startTestApp(t *testing.T, dir string) *App {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	a := &App{StorageDir: dir}
+	if err := a.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// During a reload Caddy starts the new config, then stops the old config's
+// apps in no fixed order, so the old server may still be draining requests
+// after the old postback app stopped. Those requests must keep enqueuing into
+// the store the new config holds open (found end to end by
+// e2e.TestReloadRequestInFlightIsServed); once no config holds the store,
+// they get ErrClosed, never a silent success.
+func TestAppStopKeepsSharedStoreForDrainingRequests(t *testing.T) {
+	dir := t.TempDir()
+	oldApp := startTestApp(t, dir)
+	newApp := startTestApp(t, dir) // the reload's new config: same storage_dir
+	if err := oldApp.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := oldApp.Stop(); err != nil { // idempotent: releases once
+		t.Fatal(err)
+	}
+	// A request the old server is still draining.
+	if _, err := oldApp.Enqueue(context.Background(), []string{"1001"}, formContentType, []byte("a=1")); err != nil {
+		t.Fatalf("enqueue through the stopped old config while the new one runs: %v", err)
+	}
+	if oldApp.ReplayStore() == nil || oldApp.Store() == nil {
+		t.Fatal("the stopped old config lost its store while the new config holds it open")
+	}
+	if err := newApp.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oldApp.Enqueue(context.Background(), []string{"1001"}, formContentType, []byte("a=1")); !errors.Is(err, storage.ErrClosed) {
+		t.Fatalf("enqueue after the last config stopped: %v, want storage.ErrClosed", err)
+	}
+}

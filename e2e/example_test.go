@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMakeRunDemo runs the demo exactly as `make run` does (scripts/run-demo.sh
+// on Caddyfile.example) and makes the requests the README shows: an allowed
+// signed post, a 405 and a NOT ALLOWED IP, and the copy reaching DIN 1001.
+func TestMakeRunDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end demo")
+	}
+	requireTool(t, "php-cgi")
+	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:9123", "127.0.0.1:2019"} {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is in use; the demo needs it", addr)
+			}
+			t.Skipf("%s is in use (a `make run` of yours?); the demo needs it", addr)
+		}
+	}
+	runDir := t.TempDir()
+	// Not CommandContext: its SIGKILL at the end of the test would leave the
+	// script no chance to stop php-cgi; Cleanup below stops it with SIGTERM.
+	cmd := exec.Command("./scripts/run-demo.sh")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "RUN_DIR="+runDir, "BIN="+caddyBin, "XDG_CONFIG_HOME="+filepath.Join(runDir, "config"),
+		"XDG_DATA_HOME="+filepath.Join(runDir, "data"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // caddy goes with it; the script stops php-cgi
+	cmd.WaitDelay = 5 * time.Second                       // php-cgi may hold the output pipe a moment
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	})
+	client := &http.Client{Timeout: 10 * time.Second}
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		resp, err := client.Get("http://127.0.0.1:2019/config/")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo did not start:\n%s", logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	signed := strings.TrimSpace(string(runCLI(t, "postback", "sign", "--secret", "demo-secret", "transaction=SALE",
+		"prodid=1707", "custemail=anna@example.com", "custfullname=Anna Muster", fmt.Sprintf("transtime=%d", time.Now().Unix()))))
+	const form = "application/x-www-form-urlencoded"
+	if a := do(t, client, "POST", "http://127.0.0.1:8080/itns.php", form, signed); a.Status != 200 || a.Body != "OK\n" {
+		t.Errorf("signed ITNS post: %s\n%s", a, logs)
+	}
+	if a := do(t, client, "POST", "http://127.0.0.1:8080/itns.php", form, "transaction=SALE&prodid=1707"); a.Status != 403 {
+		t.Errorf("unsigned ITNS post: %s", a)
+	}
+	resp, err := client.Get("http://127.0.0.1:8080/itns.php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" {
+		t.Errorf("GET itns.php: %d Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	gateway := "xs_nats=ref&username=u&password=p&email=u@example.com&cc=4111111111111111&cvv=123"
+	if a := do(t, client, "POST", "http://127.0.0.1:8080/signup/process_gateway.php", form, gateway); a.Status != 200 ||
+		a.Body != "SALE DECLINED\nNOT ALLOWED IP\n" {
+		t.Errorf("gateway from an unlisted sender: %s", a)
+	}
+	if a := do(t, client, "GET", "http://127.0.0.1:8080/signup/process_extended.php?extended_id=demo&action=SALE&transid=T1", "", ""); a.Status != 200 ||
+		a.Body != "OK\nSALE\n" {
+		t.Errorf("extended sale by GET: %s", a)
+	}
+	// Both accepted posts reach the demo's HTTPS destination (sink.php).
+	sinkLog := filepath.Join(runDir, "legacy-data", "sink.log")
+	waitUntil(t, "two copies at DIN 1001", 20*time.Second, func() bool {
+		b, err := os.ReadFile(sinkLog)
+		return err == nil && strings.Count(string(b), `"din":"1001"`) == 2
+	})
+	stats := string(runCLI(t, "postback", "stats", "--address", "localhost:2019"))
+	if !strings.Contains(stats, "1001") {
+		t.Errorf("caddy postback stats:\n%s", stats)
+	}
+	req, _ := http.NewRequest("GET", "http://127.0.0.1:8080/postback-report/", nil)
+	req.SetBasicAuth("ops", "demo")
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("report page: %d", resp.StatusCode)
+	}
+}
+
+// runCLI runs the built binary with args and returns its standard output.
+func runCLI(t *testing.T, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, caddyBin, args...).Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("caddy %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return out
+}

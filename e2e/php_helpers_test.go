@@ -1,0 +1,442 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/postbackedge/caddy-postback/handlers"
+)
+
+// requireTool finds a program the end-to-end tests need. Outside CI a
+// missing tool skips the test; with CI=true it fails it, so that CI can never
+// pass by skipping what it is meant to prove.
+func requireTool(t testing.TB, name string, paths ...string) string {
+	t.Helper()
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found, and CI=true: install it (.ci/run does)", name)
+	}
+	t.Skipf("%s not found; install it to run this test", name)
+	return ""
+}
+
+// legacyRoot is the absolute path of the sample legacy scripts.
+func legacyRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "examples", "legacy-php"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "itns.php")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// phpServer is a php-cgi FastCGI server running the legacy scripts, as a
+// merchant runs them; the scripts log each call under dataDir.
+type phpServer struct {
+	addr    string
+	dataDir string
+	cmd     *exec.Cmd
+	logs    *syncBuffer
+}
+
+// startPHP runs `php-cgi -b 127.0.0.1:<port>` with four children until the
+// test ends.
+func startPHP(t testing.TB) *phpServer {
+	t.Helper()
+	bin := requireTool(t, "php-cgi")
+	p := &phpServer{
+		addr:    fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		dataDir: t.TempDir(),
+		logs:    &syncBuffer{},
+	}
+	p.cmd = exec.Command(bin, "-b", p.addr)
+	p.cmd.Env = append(os.Environ(), "PHP_FCGI_CHILDREN=4", "PHP_FCGI_MAX_REQUESTS=0", "LEGACY_DATA_DIR="+p.dataDir)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	// Its own process group: the children php-cgi forks end with it.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		pgid := p.cmd.Process.Pid
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			<-done
+		}
+		// Children that outlived the parent.
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err == nil {
+			c.Close()
+			return p
+		}
+		select {
+		case <-done:
+			t.Fatalf("php-cgi exited at start:\n%s", p.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("php-cgi did not listen on %s within 10s:\n%s", p.addr, p.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// records returns the lines script has logged, one per call.
+func (p *phpServer) records(t testing.TB, script string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(filepath.Join(p.dataDir, script+".log"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("%s.log: %v in %q", script, err, sc.Text())
+		}
+		out = append(out, rec)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// calls is how often script ran.
+func (p *phpServer) calls(t testing.TB, script string) int {
+	t.Helper()
+	return len(p.records(t, script))
+}
+
+const (
+	itnsSecret  = "e2e-itns-secret-Jürgen"
+	formContent = "application/x-www-form-urlencoded"
+)
+
+// itnsFields is an AffiliCon ITNS notification (every name with prefix),
+// with values that break naive signing or parsing: spaces at both ends, an
+// en dash and umlauts, '@' and '+' (percent-encoded on the wire), an empty
+// value and a card number.
+func itnsFields(prefix, receipt string, transtime time.Time) []handlers.Field {
+	f := []handlers.Field{
+		{Name: "transaction", Value: "SALE"},
+		{Name: "tranreceipt", Value: receipt},
+		{Name: "prodid", Value: "1707"},
+		{Name: "prodtitle", Value: "Guide – 2nd edition"},
+		{Name: "custemail", Value: "anna.o+shop@example.com"},
+		{Name: "custfullname", Value: "  Jürgen Müller – VIP  "},
+		{Name: "custcc", Value: "4111111111111111"},
+		{Name: "transamount", Value: "19.95"},
+		{Name: "transaffiliate", Value: ""},
+		{Name: "transtime", Value: strconv.FormatInt(transtime.Unix(), 10)},
+	}
+	for i := range f {
+		f[i].Name = prefix + f[i].Name
+	}
+	return f
+}
+
+// signITNS signs fields with secret as the sender does (the Go code behind
+// `caddy postback sign`) and returns the form body.
+func signITNS(t testing.TB, secret, prefix string, fields []handlers.Field) string {
+	t.Helper()
+	v, err := handlers.NewITNS(handlers.ITNSConfig{Secrets: [][]byte{[]byte(secret)}, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := v.SignForm(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// signWithCLI signs name=value arguments with the built binary, as an
+// operator testing an endpoint would.
+func signWithCLI(t testing.TB, secret, prefix string, fields []handlers.Field) string {
+	t.Helper()
+	args := []string{"postback", "sign", "--secret", "{env.E2E_ITNS_SECRET}", "--prefix", prefix}
+	for _, f := range fields {
+		args = append(args, f.Name+"="+f.Value)
+	}
+	cmd := exec.Command(caddyBin, args...)
+	cmd.Env = append(os.Environ(), "E2E_ITNS_SECRET="+secret)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("caddy postback sign: %v\n%s", err, stderr.String())
+	}
+	return strings.TrimSuffix(string(out), "\n")
+}
+
+// answer is what a sender saw.
+type answer struct {
+	Status int
+	Header http.Header
+	Body   string
+}
+
+func (a answer) String() string { return fmt.Sprintf("%d %q", a.Status, a.Body) }
+
+// do sends one request and reads the whole answer.
+func do(t testing.TB, client *http.Client, method, url, contentType, body string) answer {
+	t.Helper()
+	a, err := tryDo(client, method, url, contentType, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return a
+}
+
+func tryDo(client *http.Client, method, url, contentType, body string) (answer, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return answer{}, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, err
+	}
+	return answer{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}, nil
+}
+
+// clientFrom is an HTTP client whose connections come from localIP, e.g.
+// 127.0.0.2: a sender that is not on an allowlist listing 127.0.0.1 (the
+// whole of 127.0.0.0/8 is local on Linux).
+func clientFrom(localIP string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}, Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout:   15 * time.Second,
+		Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
+	}
+}
+
+// requireSecondLoopback skips (fails under CI) where 127.0.0.2 cannot be
+// used as a source address.
+func requireSecondLoopback(t testing.TB) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err == nil {
+		defer l.Close()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: time.Second}
+		var c net.Conn
+		if c, err = d.Dial("tcp", l.Addr().String()); err == nil {
+			c.Close()
+			return
+		}
+	}
+	if runtime.GOOS == "linux" || os.Getenv("CI") == "true" {
+		t.Fatalf("cannot dial from 127.0.0.2: %v", err)
+	}
+	t.Skipf("cannot dial from 127.0.0.2 here: %v", err)
+}
+
+// metrics reads the Prometheus text exposition of the admin /metrics
+// endpoint into name{labels} → value.
+func (p *caddyProc) metrics(t testing.TB) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(p.adminURL("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// metric is one series of p's metrics, 0 when absent.
+func (p *caddyProc) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	return p.metrics(t)[series]
+}
+
+// pid is the process id of the running caddy.
+func (p *caddyProc) pid() int { return p.cmd.Process.Pid }
+
+// reload runs `caddy reload` against p's admin endpoint with a new
+// Caddyfile, as an operator does.
+func (p *caddyProc) reload(t testing.TB, dir, caddyfile string) {
+	t.Helper()
+	cfg := strings.ReplaceAll(caddyfile, "{admin}", fmt.Sprintf("127.0.0.1:%d", p.adminPort))
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddyBin, "reload", "--config", path, "--adapter", "caddyfile",
+		"--address", fmt.Sprintf("127.0.0.1:%d", p.adminPort))
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("caddy reload: %v\n%s\nserver log:\n%s", err, out, p.logs.String())
+	}
+}
+
+// latencies summarises request durations.
+type latencies []time.Duration
+
+func (l latencies) percentile(p float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	s := append(latencies(nil), l...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	if i < 0 {
+		i = 0
+	}
+	return s[i]
+}
+
+func (l latencies) String() string {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
+	return fmt.Sprintf("n=%d p50=%s p90=%s p99=%s max=%s", len(l),
+		ms(l.percentile(50)), ms(l.percentile(90)), ms(l.percentile(99)), ms(l.percentile(100)))
+}
+
+// gpgPartner is a partner's key pair in a throw-away GNUPGHOME.
+type gpgPartner struct {
+	gpg    string
+	home   string
+	pubKey string // ASCII-armored public key file, for pgp_key
+}
+
+// newGPGPartner generates the partner's key with GnuPG and exports the
+// public key, as the partner would before handing it over.
+func newGPGPartner(t testing.TB) *gpgPartner {
+	t.Helper()
+	bin := requireTool(t, "gpg", "/usr/bin/gpg")
+	// A short path: gpg-agent's socket path has a length limit.
+	home, err := os.MkdirTemp("", "e2e-gpg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	g := &gpgPartner{gpg: bin, home: home, pubKey: filepath.Join(t.TempDir(), "partner.asc")}
+	t.Cleanup(func() {
+		// Stop the agent this home started, then remove it.
+		if conf, err := exec.LookPath("gpgconf"); err == nil {
+			c := exec.Command(conf, "--kill", "gpg-agent")
+			c.Env = append(os.Environ(), "GNUPGHOME="+home)
+			_ = c.Run()
+		}
+		os.RemoveAll(home)
+	})
+	g.run(t, nil, "--batch", "--passphrase", "", "--quick-gen-key", "Partner <p@example.com>", "rsa3072", "encrypt", "never")
+	pub := g.run(t, nil, "--batch", "--armor", "--export", "p@example.com")
+	if !bytes.Contains(pub, []byte("BEGIN PGP PUBLIC KEY BLOCK")) {
+		t.Fatalf("gpg export: no armored key:\n%s", pub)
+	}
+	if err := os.WriteFile(g.pubKey, pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func (g *gpgPartner) run(t testing.TB, stdin []byte, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, g.gpg, append([]string{"--homedir", g.home}, args...)...)
+	cmd.Env = append(os.Environ(), "GNUPGHOME="+g.home)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gpg %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out
+}
+
+// decrypt reads a spool file with `gpg --batch --decrypt`.
+func (g *gpgPartner) decrypt(t testing.TB, path string) string {
+	t.Helper()
+	return string(g.run(t, nil, "--batch", "--quiet", "--decrypt", path))
+}
+
+// figures logs one E2E-FIGURES line, the format the lead collects.
+func figures(t testing.TB, format string, args ...any) {
+	t.Helper()
+	t.Logf("E2E-FIGURES: "+format, args...)
+}

@@ -1,0 +1,28 @@
+// Package report is the operator's view of the delivery queue: the JSON
+// shapes of the admin API, the per-destination health summary, the hourly
+// chart and the server-rendered report page with its CSRF protection.
+//
+// It is plain Go (standard library and storage only). The Caddy adapters in
+// caddymodule mount API on the admin endpoint and Page as an HTTP handler;
+// both read the queue through Source.
+package report
+
+import (
+	"time"
+
+	"github.com/postbackedge/caddy-postback/storage"
+)
+
+// Source is what the report reads of the running postback app;
+// *storage.Store provides all but DINs.
+type Source interface {
+	// DINs lists the configured destinations, sorted.
+	DINs() []string
+	Stats() (map[string]storage.DINStats, error)
+	Hourly(since time.Time) ([]storage.HourBucket, error)
+	List(f storage.Filter) ([]storage.Delivery, string, error)
+	Get(id string) (storage.Delivery, error)
+	// Retry puts a failed delivery (or a spooled one that still has its
+	// payload) back to pending and wakes its worker.
+	Retry(id string, now time.Time) (storage.Delivery, error)
+}
