@@ -57,6 +57,9 @@ type App struct {
 	engine atomic.Pointer[engine]
 	// stopped makes Stop release the pooled engine once.
 	stopped atomic.Bool
+	// started is closed by Start: requests that arrive between the HTTP
+	// server's start and ours wait for it rather than get a 503.
+	started chan struct{}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -72,6 +75,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
+	a.started = make(chan struct{})
 	repl := caddy.NewReplacer()
 
 	dir := repl.ReplaceAll(a.StorageDir, "")
@@ -164,6 +168,7 @@ func (a *App) Start() error {
 	}
 	a.engine.Store(e)
 	e.sensitive.Store(a.sensitive)
+	close(a.started)
 	e.dispatcher.SetDestinations(a.destList())
 	a.logger.Info("postback started", zap.String("storage_dir", a.dir), zap.Strings("destinations", a.DINs()))
 	return nil
@@ -201,7 +206,7 @@ var errNotStarted = errors.New("postback app not started")
 // Enqueue writes one delivery per DIN for payload, synced to disk, and wakes
 // the workers. An error means nothing may be assumed durable.
 func (a *App) Enqueue(ctx context.Context, dins []string, contentType string, payload []byte) ([]storage.Delivery, error) {
-	e := a.engine.Load()
+	e := a.awaitEngine(ctx)
 	if e == nil {
 		return nil, errNotStarted
 	}
@@ -230,7 +235,34 @@ func (a *App) Store() *storage.Store {
 
 // ReplayStore gives itns_verify's dedupe the app's store; it resolves the
 // store on each call because handlers are provisioned before Start.
-func (a *App) ReplayStore() handlers.ReplayStore { return storeReplay(a.Store) }
+func (a *App) ReplayStore() handlers.ReplayStore {
+	return storeReplay(func() *storage.Store {
+		if e := a.awaitEngine(context.Background()); e != nil {
+			return e.store
+		}
+		return nil
+	})
+}
+
+// startWait bounds how long a request waits for the app to start: Caddy
+// starts its apps in no fixed order, so the HTTP server can take requests a
+// few milliseconds before the store is open.
+const startWait = 5 * time.Second
+
+// awaitEngine returns the engine, waiting (bounded, and by ctx) for Start.
+func (a *App) awaitEngine(ctx context.Context) *engine {
+	if e := a.engine.Load(); e != nil || a.started == nil {
+		return e
+	}
+	t := time.NewTimer(startWait)
+	defer t.Stop()
+	select {
+	case <-a.started:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return a.engine.Load()
+}
 
 // keyFingerprint identifies an encryption key without revealing it.
 func keyFingerprint(key []byte) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -54,5 +55,49 @@ func TestAppStopKeepsSharedStoreForDrainingRequests(t *testing.T) {
 	}
 	if _, err := oldApp.Enqueue(context.Background(), []string{"1001"}, formContentType, []byte("a=1")); !errors.Is(err, storage.ErrClosed) {
 		t.Fatalf("enqueue after the last config stopped: %v, want storage.ErrClosed", err)
+	}
+}
+
+// Caddy starts its apps in no fixed order: a request the HTTP server takes
+// before the postback app has opened its store waits for Start instead of
+// being refused.
+func TestEnqueueWaitsForStart(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	a := &App{StorageDir: t.TempDir()}
+	if err := a.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Enqueue(context.Background(), []string{"1001"}, formContentType, []byte("a=1"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Enqueue returned before Start: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Stop() })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Enqueue after Start: %v", err)
+		}
+	case <-time.After(startWait):
+		t.Fatal("Enqueue still waiting after Start")
+	}
+	// A request that gave up waiting (its context ended) is refused.
+	b := &App{StorageDir: t.TempDir()}
+	if err := b.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	if _, err := b.Enqueue(cctx, []string{"1001"}, formContentType, []byte("a=1")); !errors.Is(err, errNotStarted) {
+		t.Fatalf("Enqueue with a cancelled context before Start: %v, want errNotStarted", err)
 	}
 }

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -36,6 +38,14 @@ func replayStoreFrom(ctx caddy.Context) (handlers.ReplayStore, error) {
 	}
 	return s, nil
 }
+
+// processID tells this process's in-flight replay records from those of a
+// process that died mid-request (set once, never changed).
+var processID = func() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
 
 // errReplayStoreClosed: a request ran while the app had no open store.
 var errReplayStoreClosed = errors.New("postback store not open")

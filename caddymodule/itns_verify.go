@@ -131,6 +131,7 @@ func (v *ITNSVerify) Provision(ctx caddy.Context) error {
 		v.guard, err = handlers.NewReplayGuard(store, handlers.ReplayOptions{
 			Window: time.Duration(v.Dedupe),
 			Wait:   time.Duration(v.DedupeWait),
+			Owner:  processID,
 		})
 		if err != nil {
 			return fmt.Errorf("dedupe: %w", err)

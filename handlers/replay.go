@@ -80,12 +80,18 @@ type ReplayRecord struct {
 	ContentType string // with ReplayDone
 	Body        []byte // with ReplayDone
 	Time        time.Time
+	// Owner identifies the process that wrote an in-flight record (see
+	// ReplayOptions.Owner).
+	Owner string
 }
 
-const replayRecordVersion = 1
+const (
+	replayRecordV1      = 1 // without Owner
+	replayRecordVersion = 2
+)
 
 // MarshalBinary encodes r: version, state, status, time, then the content
-// type and the body, each length-prefixed.
+// type, the body and the owner, each length-prefixed.
 func (r ReplayRecord) MarshalBinary() ([]byte, error) {
 	if r.Status < 0 || r.Status > 999 {
 		return nil, fmt.Errorf("replay record: bad status %d", r.Status)
@@ -98,6 +104,8 @@ func (r ReplayRecord) MarshalBinary() ([]byte, error) {
 	b = append(b, r.ContentType...)
 	b = binary.AppendUvarint(b, uint64(len(r.Body)))
 	b = append(b, r.Body...)
+	b = binary.AppendUvarint(b, uint64(len(r.Owner)))
+	b = append(b, r.Owner...)
 	return b, nil
 }
 
@@ -106,7 +114,7 @@ var errBadRecord = errors.New("replay record: malformed")
 // UnmarshalBinary decodes what MarshalBinary wrote; anything else,
 // including trailing bytes, is an error.
 func (r *ReplayRecord) UnmarshalBinary(b []byte) error {
-	if len(b) < 12 || b[0] != replayRecordVersion {
+	if len(b) < 12 || (b[0] != replayRecordVersion && b[0] != replayRecordV1) {
 		return errBadRecord
 	}
 	st := ReplayState(b[1])
@@ -121,10 +129,19 @@ func (r *ReplayRecord) UnmarshalBinary(b []byte) error {
 		return errBadRecord
 	}
 	body, rest, ok := cutLengthPrefixed(rest)
-	if !ok || len(rest) != 0 {
+	if !ok {
 		return errBadRecord
 	}
-	*r = ReplayRecord{State: st, Status: status, ContentType: string(ct), Body: body, Time: t}
+	var owner []byte
+	if b[0] == replayRecordVersion {
+		if owner, rest, ok = cutLengthPrefixed(rest); !ok {
+			return errBadRecord
+		}
+	}
+	if len(rest) != 0 {
+		return errBadRecord
+	}
+	*r = ReplayRecord{State: st, Status: status, ContentType: string(ct), Body: body, Time: t, Owner: string(owner)}
 	return nil
 }
 
@@ -152,6 +169,12 @@ type ReplayOptions struct {
 	PollInterval time.Duration
 	// Now stamps records; default time.Now.
 	Now func() time.Time
+	// Owner identifies this process among those that ever used the store
+	// (only one process opens it at a time). An in-flight record of another
+	// owner was left by a process that died mid-request: its outcome will
+	// never come, so the copy that finds it goes on instead of waiting for
+	// the record to expire. Empty: such records are waited for.
+	Owner string
 }
 
 // ReplayGuard makes a notification's replays within a window harmless: the
@@ -166,6 +189,8 @@ type ReplayGuard struct {
 
 	mu      sync.Mutex
 	flights map[string]*flight
+	// takeoverMu serialises taking over orphaned in-flight records.
+	takeoverMu sync.Mutex
 }
 
 // flight is a first copy being processed in this process.
@@ -222,7 +247,7 @@ var ErrReplayStore = errors.New("replay store")
 // then returns a 503 Denial (ReasonReplayInFlight); it also returns early
 // with ctx's error. Store errors wrap ErrReplayStore.
 func (g *ReplayGuard) Begin(ctx context.Context, key []byte) (ReplayResult, error) {
-	inflight, err := ReplayRecord{State: ReplayInFlight, Time: g.opts.Now()}.MarshalBinary()
+	inflight, err := ReplayRecord{State: ReplayInFlight, Time: g.opts.Now(), Owner: g.opts.Owner}.MarshalBinary()
 	if err != nil {
 		return ReplayResult{}, err
 	}
@@ -249,6 +274,19 @@ func (g *ReplayGuard) Begin(ctx context.Context, key []byte) (ReplayResult, erro
 		switch rec.State {
 		case ReplayDone:
 			return ReplayResult{Answer: &rec}, nil
+		case ReplayInFlight:
+			if g.opts.Owner != "" && rec.Owner != g.opts.Owner {
+				// Left by a process that died (kill -9) while the first copy
+				// was in flight: this copy takes its place.
+				took, err := g.takeOver(key, inflight)
+				if err != nil {
+					return ReplayResult{}, err
+				}
+				if took {
+					return ReplayResult{Ticket: g.newTicket(key), Retry: true}, nil
+				}
+				continue // another copy took over first: wait for it
+			}
 		case ReplayFailed:
 			retry = true
 			failedSeen++
@@ -271,6 +309,29 @@ func (g *ReplayGuard) Begin(ctx context.Context, key []byte) (ReplayResult, erro
 			return ReplayResult{Answer: ans}, nil
 		}
 	}
+}
+
+// takeOver replaces an orphaned in-flight record with ours. Copies of the
+// same notification racing for it are serialised, and the record is read
+// again under the lock, so exactly one of them takes over.
+func (g *ReplayGuard) takeOver(key, inflight []byte) (bool, error) {
+	g.takeoverMu.Lock()
+	defer g.takeoverMu.Unlock()
+	existing, claimed, err := g.store.Claim(key, inflight, g.opts.InFlightTTL)
+	if err != nil {
+		return false, fmt.Errorf("%w: claim: %v", ErrReplayStore, err)
+	}
+	if claimed {
+		return true, nil
+	}
+	var rec ReplayRecord
+	if rec.UnmarshalBinary(existing) == nil && (rec.State != ReplayInFlight || rec.Owner == g.opts.Owner) {
+		return false, nil
+	}
+	if err := g.store.Set(key, inflight, g.opts.InFlightTTL); err != nil {
+		return false, fmt.Errorf("%w: replace orphaned record: %v", ErrReplayStore, err)
+	}
+	return true, nil
 }
 
 // await waits for the copy in flight: through memory when it runs in this

@@ -445,3 +445,58 @@ func TestReplayConcurrentCopies(t *testing.T) {
 		t.Fatalf("%d went on, %d answered; want 1 and %d", tickets.Load(), answers.Load(), n-1)
 	}
 }
+
+// A process killed while the first copy was in flight leaves an in-flight
+// record that no outcome will ever replace. After a restart (a new owner)
+// the sender's retry goes on at once instead of waiting for the record to
+// expire, and only one of several racing copies takes it over.
+func TestReplayOrphanedInFlightRecordIsTakenOver(t *testing.T) {
+	store := newMemStore()
+	key := []byte("k")
+	dead := mustGuard(t, store, ReplayOptions{Window: time.Hour, Owner: "boot-1", Wait: 50 * time.Millisecond})
+	if r, err := dead.Begin(context.Background(), key); err != nil || r.Ticket == nil {
+		t.Fatalf("first copy: %+v %v", r, err)
+	}
+	// boot-1 dies here without Finish or Fail.
+	g := mustGuard(t, store, ReplayOptions{Window: time.Hour, Owner: "boot-2", Wait: 2 * time.Second})
+	var mu sync.Mutex
+	tickets := 0
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := g.Begin(context.Background(), key)
+			if err == nil && r.Ticket != nil {
+				mu.Lock()
+				tickets++
+				mu.Unlock()
+				time.Sleep(100 * time.Millisecond)
+				_ = r.Ticket.Finish(200, "text/plain", []byte("OK"), true)
+			}
+		}()
+	}
+	wg.Wait()
+	if tickets != 1 {
+		t.Errorf("%d copies went on after the restart, want exactly 1", tickets)
+	}
+	// Without an owner (the old behaviour) the orphan is waited for.
+	store2 := newMemStore()
+	old := mustGuard(t, store2, ReplayOptions{Window: time.Hour, Owner: "boot-1"})
+	if _, err := old.Begin(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	anon := mustGuard(t, store2, ReplayOptions{Window: time.Hour, Wait: 150 * time.Millisecond})
+	if _, err := anon.Begin(context.Background(), key); err == nil {
+		t.Error("an unowned guard went on past another process's in-flight record")
+	}
+}
+
+func mustGuard(t *testing.T, store ReplayStore, opts ReplayOptions) *ReplayGuard {
+	t.Helper()
+	g, err := NewReplayGuard(store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
