@@ -1,13 +1,11 @@
 package caddymodule
 
 import (
-	"math"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dustin/go-humanize"
 
 	"github.com/postbackedge/caddy-postback/handlers"
 )
@@ -101,21 +99,14 @@ func (f *PostbackFilter) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			f.Allow = append(f.Allow, args...)
 
 		case "max_body":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
 			if f.MaxBody != 0 {
 				return d.Err("max_body already set")
 			}
-			n, err := humanize.ParseBytes(s)
+			n, err := sizeArg(d)
 			if err != nil {
-				return d.Errf("max_body %q: %v", s, err)
+				return err
 			}
-			if n == 0 || n > math.MaxInt64 {
-				return d.Errf("max_body %q: must be between 1 byte and %d bytes", s, int64(math.MaxInt64))
-			}
-			f.MaxBody = int64(n)
+			f.MaxBody = n
 
 		case "max_fields":
 			n, err := positiveIntArg(d)

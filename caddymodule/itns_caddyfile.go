@@ -1,13 +1,10 @@
 package caddymodule
 
 import (
-	"math"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dustin/go-humanize"
 
 	"github.com/postbackedge/caddy-postback/handlers"
 )
@@ -141,18 +138,11 @@ func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 
 		case "max_body":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			n, err := humanize.ParseBytes(s)
+			n, err := sizeArg(d)
 			if err != nil {
-				return d.Errf("max_body %q: %v", s, err)
+				return err
 			}
-			if n == 0 || n > math.MaxInt64 {
-				return d.Errf("max_body %q: must be between 1 byte and %d bytes", s, int64(math.MaxInt64))
-			}
-			v.MaxBody = int64(n)
+			v.MaxBody = n
 
 		case "max_fields":
 			n, err := positiveIntArg(d)

@@ -4,7 +4,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dustin/go-humanize"
 )
 
 func init() {
@@ -52,15 +51,11 @@ func (s *SecondaryPost) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "max_body":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+			n, err := sizeArg(d)
+			if err != nil {
+				return err
 			}
-			size, err := humanize.ParseBytes(v)
-			if err != nil || size == 0 {
-				return d.Errf("max_body %q: not a size", v)
-			}
-			s.MaxBody = int64(size)
+			s.MaxBody = n
 		default:
 			return d.Errf("unrecognized secondary_post option %q", d.Val())
 		}
