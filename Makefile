@@ -28,8 +28,11 @@ test: vet
 test-short: vet
 	$(GO) test -p 1 -short ./...
 
+# The edge against plain Caddy and nginx on loopback (wrk, nginx-light), then
+# the Go benchmarks; prints a Markdown report (see BENCHMARKS.md). Options as
+# variables: make -s bench BENCH_1M=1 BENCH_ROUNDS=5 ... (scripts/bench.sh).
 bench: build
-	BIN=$(BIN) ./scripts/bench.sh
+	@BIN=$(BIN) ./scripts/bench.sh
 
 clean:
 	rm -rf $(BIN) $(RUN_DIR)

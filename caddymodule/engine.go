@@ -20,10 +20,6 @@ import (
 // one, and Badger allows one opener per folder.
 var enginePool = caddy.NewUsagePool()
 
-// liveEngines holds the open engines (as keys), whose queue depths the
-// metrics scrape reads (depthCollector).
-var liveEngines sync.Map
-
 // engine is the pooled store plus the dispatcher that drains it.
 type engine struct {
 	dir        string
@@ -83,14 +79,12 @@ func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Log
 		store.RunMaintenance(ctx, 5*time.Minute)
 	}()
 	e.refreshDepth()
-	liveEngines.Store(e, struct{}{})
 	return e, nil
 }
 
 // Destruct stops the workers (bounded) and closes the store, when the last
 // config using this folder stops.
 func (e *engine) Destruct() error {
-	liveEngines.Delete(e)
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
 	if err := e.dispatcher.Stop(ctx); err != nil {

@@ -67,8 +67,9 @@ type depthCollector struct{ g *prometheus.GaugeVec }
 func (c depthCollector) Describe(ch chan<- *prometheus.Desc) { c.g.Describe(ch) }
 
 func (c depthCollector) Collect(ch chan<- prometheus.Metric) {
-	liveEngines.Range(func(k, _ any) bool {
-		k.(*engine).refreshDepth()
+	// The usage pool holds exactly the open engines.
+	enginePool.Range(func(_, v any) bool {
+		v.(*engine).refreshDepth()
 		return true
 	})
 	c.g.Collect(ch)

@@ -42,8 +42,8 @@ func NewClient(extraCAsPEM []byte) (*http.Client, error) {
 		// HTTP/1.1 with keep-alive: one connection per concurrent attempt
 		// (≤ Concurrency, under MaxIdleConnsPerHost). Go's HTTP/2 client
 		// multiplexes them over one connection at a higher CPU cost; against
-		// a local HTTPS sink it drained 27 % (concurrency 4) to 36 % (16)
-		// slower (BENCHMARKS.md). A custom TLS config leaves h2 off unless
+		// a local HTTPS sink it drained about 27 % slower at concurrency 4 and
+		// 16 alike (BENCHMARKS.md). A custom TLS config leaves h2 off unless
 		// ForceAttemptHTTP2 is set.
 		ForceAttemptHTTP2:      false,
 		MaxIdleConns:           256,

@@ -17,7 +17,7 @@ import (
 )
 
 // Options configure Open. Only Dir is required; the tuning knobs default to
-// values measured for a small sidecar (see TUNING.md).
+// values measured for a small sidecar (see BENCHMARKS.md, "Storage tuning").
 type Options struct {
 	Dir           string
 	EncryptionKey []byte        // nil, or 32 bytes: AES-256 at rest (Badger's encryption)
@@ -49,7 +49,7 @@ type Options struct {
 	Clock func() time.Time
 
 	// syncPerBatch selects SyncWrites=false plus one db.Sync per group commit
-	// instead of Badger's SyncWrites. It measured no faster (TUNING.md) and
+	// instead of Badger's SyncWrites. It measured no faster (BENCHMARKS.md) and
 	// leaves a window in which a concurrent value-log GC write could rotate
 	// the memtable before our Sync, so it is kept for benchmarks only.
 	syncPerBatch bool

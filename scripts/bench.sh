@@ -1,0 +1,499 @@
+#!/usr/bin/env bash
+# `make bench`: the edge against plain Caddy and nginx, side by side, on
+# loopback, with wrk; then the Go benchmarks. Writes a Markdown report (the
+# tables of BENCHMARKS.md) to stdout; progress goes to stderr.
+#
+#   A  plain Caddy reverse_proxy                     (the floor)
+#   B  postback_filter + itns_verify + secondary_post + reverse_proxy
+#      (durable, synced; destination: a local HTTPS sink with its own CA)
+#   C  nginx allow/deny + mirror to the same sink    (the non-durable peer)
+#
+# All three proxy to the same upstream stand-in; the runs alternate
+# (A B C A B C ...) so that the machine's noise spreads over all of them.
+# After each run of B the script waits until B's queue has drained, so that
+# B's deliveries never run during the next server's measurement; at the end
+# it checks that every notification B accepted reached the sink.
+#
+# Settings (environment):
+#   BENCH_DURATION=10   seconds per wrk run        BENCH_ROUNDS=3
+#   BENCH_CONNS=32      wrk connections            BENCH_THREADS=2
+#   BENCH_WARMUP=3      seconds of discarded warm-up per server
+#   BENCH_RATE=1000     open-loop rate (requests/s) of the latency rounds; 0 = skip
+#   BENCH_RATE_DURATION=8  seconds per open-loop run
+#   BENCH_ENCRYPT=1     the chain's store encrypted at rest (encryption_key), as
+#                       recommended for card data; 0 = clear
+#   BENCH_MAIN=1        the side-by-side rounds (0 = skip, e.g. for BENCH_1M alone)
+#   BENCH_GO=1          also run the Go benchmarks and the storage soak test of
+#                       100k enqueue/deliver cycles (about 2 minutes); 0 = skip
+#   BENCH_DRAIN_N=50000 deliveries in the dedicated drain test; 0 = skip
+#   BENCH_DRAIN_CONC="4 16"  destination concurrency of the drain tests (4 is the default)
+#   BENCH_1M=0          1 = also the 1,000,000-pending memory and restart test
+#                       (writes about 1.3 GB, takes several minutes)
+#   BENCH_PROFILE=0     1 = save a CPU profile of the chain during round 1
+#   BENCH_KEEP=0        1 = keep the temporary folder (logs, configs, raw results)
+#   BIN=./caddy         the binary under test (make bench builds it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-./caddy}
+DURATION=${BENCH_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNS=${BENCH_CONNS:-32}
+THREADS=${BENCH_THREADS:-2}
+WARMUP=${BENCH_WARMUP:-3}
+RATE=${BENCH_RATE:-1000}
+RATE_DURATION=${BENCH_RATE_DURATION:-8}
+ENCRYPT=${BENCH_ENCRYPT:-1}
+RUN_GO=${BENCH_GO:-1}
+RUN_MAIN=${BENCH_MAIN:-1}
+DRAIN_N=${BENCH_DRAIN_N:-50000}
+DRAIN_CONC=${BENCH_DRAIN_CONC:-4 16}
+RUN_1M=${BENCH_1M:-0}
+PROFILE=${BENCH_PROFILE:-0}
+KEEP=${BENCH_KEEP:-0}
+GO=${GO:-go}
+
+log() { echo "bench: $*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+# --- prerequisites -----------------------------------------------------------
+missing=()
+WRK=$(command -v wrk || true)
+[ -n "$WRK" ] || missing+=(wrk)
+NGINX=$(command -v nginx || true)
+[ -n "$NGINX" ] || { [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx; } || true
+[ -n "$NGINX" ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "make bench needs ${missing[*]}:" >&2
+	echo "    sudo apt-get install wrk nginx-light      (Debian/Ubuntu)" >&2
+	exit 1
+fi
+[ -x "$BIN" ] || die "$BIN not found or not executable (run: make build)"
+command -v curl >/dev/null || die "curl is needed (apt-get install curl)"
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/postback-bench.XXXXXX")
+chmod 755 "$TMP" # nginx's workers may run as another user
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${PIDS[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	if [ "$KEEP" = 1 ]; then
+		log "kept $TMP"
+	else
+		rm -rf "$TMP"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "building the helper (scripts/benchtool)"
+$GO build -o "$TMP/benchtool" ./scripts/benchtool
+BT="$TMP/benchtool"
+RESULTS="$TMP/results.jsonl"
+: >"$RESULTS"
+
+# Caddy keeps its data and config in the temporary folder, never in $HOME.
+export HOME="$TMP/home" XDG_DATA_HOME="$TMP/home/data" XDG_CONFIG_HOME="$TMP/home/config"
+mkdir -p "$HOME"
+export BENCH_ITNS_SECRET="bench-secret-$RANDOM$RANDOM"
+export BENCH_DB_KEY
+BENCH_DB_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+CPU_PROBE_START=$($BT cpuprobe)
+$BT fsynclat -dir "$TMP" -d 3s | $BT tag kind=fsync >>"$RESULTS"
+
+read -r P_UP P_SINK_TLS P_SINK_HTTP P_PLAIN P_CHAIN P_NGINX A_PLAIN A_CHAIN P_DEAD <<<"$($BT ports -n 9)"
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# cpu_ticks PID... : user+system clock ticks of the processes (and their
+# threads) so far.
+cpu_ticks() {
+	local p t=0 v
+	for p in "$@"; do
+		v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+		t=$((t + v))
+	done
+	echo "$t"
+}
+CLK_TCK=$(getconf CLK_TCK)
+# busy_ticks: the whole machine's non-idle clock ticks so far (all CPUs).
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+# child_ticks: CPU of this shell's finished children (wrk, run in $(...)).
+child_ticks() { awk '{print $16+$17}' "/proc/$$/stat"; }
+
+wait_http() { # URL [seconds]
+	local i
+	for ((i = 0; i < ${2:-30} * 20; i++)); do
+		curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	die "no answer from $1"
+}
+
+start_bg() { # LOGFILE CMD... ; sets LAST_PID
+	local logf=$1
+	shift
+	"$@" >"$logf" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+stop_pid() { # PID
+	kill -TERM "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# --- the upstream stand-in and the sink -------------------------------------
+start_bg "$TMP/upstream.log" "$BT" upstream -addr "127.0.0.1:$P_UP"
+PID_UP=$LAST_PID
+start_bg "$TMP/sink.log" "$BT" sink -tls "127.0.0.1:$P_SINK_TLS" -http "127.0.0.1:$P_SINK_HTTP" -certs "$TMP/sink"
+PID_SINK=$LAST_PID
+UP_COUNT="http://127.0.0.1:$P_UP/__count"
+SINK_COUNT="http://127.0.0.1:$P_SINK_HTTP/__count"
+wait_http "$UP_COUNT"
+wait_http "$SINK_COUNT"
+up_requests() { $BT count -url "$UP_COUNT" | sed -E 's/.*"requests":([0-9]+).*/\1/'; }
+sink_field() { $BT count -url "$SINK_COUNT" | sed -E "s/.*\"$1\":([0-9]+).*/\1/"; }
+
+$BT wrklua -secret "$BENCH_ITNS_SECRET" -prefix c -out "$TMP/itns"
+
+# --- configurations -----------------------------------------------------------
+GLOBAL_COMMON="persist_config off
+	auto_https off"
+
+cat >"$TMP/plain.Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$A_PLAIN
+	$GLOBAL_COMMON
+}
+http://127.0.0.1:$P_PLAIN {
+	reverse_proxy 127.0.0.1:$P_UP
+}
+EOF
+
+KEYLINE=""
+[ "$ENCRYPT" = 1 ] && KEYLINE="encryption_key {env.BENCH_DB_KEY}"
+chain_caddyfile() { # ADMIN PORT STORE DEST_URL SCHEDULE [CONCURRENCY]
+	cat <<EOF
+{
+	admin 127.0.0.1:$1
+	$GLOBAL_COMMON
+	postback {
+		storage_dir $3
+		$KEYLINE
+		destination 1001 {
+			url $4
+			method POST
+			item_code BNCH
+			timeout 10s
+			retry_schedule $5
+			concurrency ${6:-4}
+			ca_cert $TMP/sink/ca.pem
+		}
+	}
+}
+http://127.0.0.1:$2 {
+	route /itns.php {
+		postback_filter {
+			methods POST
+			allow 127.0.0.1
+		}
+		# No dedupe: every request of the fixed signed body is a new delivery.
+		itns_verify {
+			secret {env.BENCH_ITNS_SECRET}
+			prefix c
+			max_age 1h
+		}
+		secondary_post 1001
+		reverse_proxy 127.0.0.1:$P_UP
+	}
+}
+EOF
+}
+chain_caddyfile "$A_CHAIN" "$P_CHAIN" "$TMP/chain/postback" "https://127.0.0.1:$P_SINK_TLS/collect" "0s 1s 5s 30s" >"$TMP/chain.Caddyfile"
+
+mkdir -p "$TMP/nginx"
+NGINX_USER=""
+[ "$(id -u)" -eq 0 ] && NGINX_USER="user root;"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+$NGINX_USER
+worker_processes auto;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	client_body_temp_path $TMP/nginx/body;
+	proxy_temp_path $TMP/nginx/proxy;
+	fastcgi_temp_path $TMP/nginx/fastcgi;
+	uwsgi_temp_path $TMP/nginx/uwsgi;
+	scgi_temp_path $TMP/nginx/scgi;
+	client_body_buffer_size 16k;
+	keepalive_requests 100000;
+	upstream legacy { server 127.0.0.1:$P_UP; keepalive 64; }
+	upstream sink   { server 127.0.0.1:$P_SINK_HTTP; keepalive 64; }
+	server {
+		listen 127.0.0.1:$P_NGINX;
+		location = /itns.php {
+			allow 127.0.0.1;
+			deny all;
+			limit_except POST { deny all; }
+			mirror /__mirror;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_pass http://legacy;
+		}
+		location = /__mirror {
+			internal;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_pass http://sink/collect;
+		}
+	}
+}
+EOF
+
+declare -A URL=(
+	[plain]="http://127.0.0.1:$P_PLAIN/itns.php"
+	[chain]="http://127.0.0.1:$P_CHAIN/itns.php"
+	[nginx]="http://127.0.0.1:$P_NGINX/itns.php"
+)
+
+# main_rounds: the three servers side by side, wrk rounds, open-loop rounds.
+main_rounds() {
+	# --- start the three servers -------------------------------------------------------
+	log "starting plain Caddy, the chain and nginx"
+	start_bg "$TMP/plain.log" "$BIN" run --config "$TMP/plain.Caddyfile" --adapter caddyfile
+	PID_PLAIN=$LAST_PID
+	start_bg "$TMP/chain.log" "$BIN" run --config "$TMP/chain.Caddyfile" --adapter caddyfile
+	PID_CHAIN=$LAST_PID
+	start_bg "$TMP/nginx.log" "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" -g 'daemon off;'
+	PID_NGINX=$LAST_PID
+	wait_http "http://127.0.0.1:$A_PLAIN/config/"
+	wait_http "http://127.0.0.1:$A_CHAIN/config/"
+	for ((i = 0; i < 100; i++)); do
+		[ -n "$(pgrep -P "$PID_NGINX" || true)" ] && break
+		sleep 0.05
+	done
+	nginx_pids() { echo "$PID_NGINX $(pgrep -P "$PID_NGINX" | tr '\n' ' ')"; }
+
+	server_pids() {
+		case $1 in
+		plain) echo "$PID_PLAIN" ;;
+		chain) echo "$PID_CHAIN" ;;
+		nginx) nginx_pids ;;
+		esac
+	}
+
+	# Smoke test: each answers the upstream's OK; a forged signature is refused.
+	for s in plain chain nginx; do
+		got=$(curl -fsS --data-binary @"$TMP/itns.body" -H 'Content-Type: application/x-www-form-urlencoded' "${URL[$s]}") ||
+			die "$s: the signed notification was not accepted (logs in $TMP; BENCH_KEEP=1 keeps them)"
+		[ "$got" = "OK" ] || die "$s answered '$got', want OK"
+	done
+	code=$(curl -s -o /dev/null -w '%{http_code}' --data 'ctransaction=SALE&cverify=00000000' "${URL[chain]}")
+	[ "$code" = 403 ] || die "chain: a forged signature got $code, want 403"
+
+	CHAIN_FORWARDED=0 # notifications the chain passed on (upstream count during chain phases)
+	run_wrk() { # SERVER SECONDS -> WRKJSON on stdout
+		"$WRK" -t"$THREADS" -c"$CONNS" -d"$2s" --latency -s "$TMP/itns.lua" "${URL[$1]}"
+	}
+
+	drain_chain() { # KIND ROUND
+		$BT drain -admin "127.0.0.1:$A_CHAIN" -sink "$SINK_COUNT" -timeout 180s |
+			$BT tag kind="$1" round="$2" >>"$RESULTS"
+	}
+
+	log "warm-up: ${WARMUP}s per server"
+	for s in plain chain nginx; do
+		u0=$(up_requests)
+		run_wrk "$s" "$WARMUP" >/dev/null
+		u1=$(up_requests)
+		if [ "$s" = chain ]; then
+			CHAIN_FORWARDED=$((CHAIN_FORWARDED + u1 - u0))
+			drain_chain warmup_drain 0
+		fi
+	done
+
+	# --- the measured rounds ------------------------------------------------------------
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for s in plain chain nginx; do
+			log "round $r/$ROUNDS: $s (${DURATION}s, -t$THREADS -c$CONNS, load $(load1))"
+			l0=$(load1)
+			pids=$(server_pids "$s")
+			# shellcheck disable=SC2086
+			c0=$(cpu_ticks $pids)
+			cu0=$(cpu_ticks "$PID_UP")
+			cs0=$(cpu_ticks "$PID_SINK")
+			u0=$(up_requests)
+			if [ "$PROFILE" = 1 ] && [ "$s" = chain ] && [ "$r" = 1 ]; then
+				curl -s -o "$TMP/chain.cpu.pprof" "http://127.0.0.1:$A_CHAIN/debug/pprof/profile?seconds=$((DURATION - 2))" &
+				PIDS+=($!)
+			fi
+			b0=$(busy_ticks)
+			w0=$(child_ticks)
+			out=$(run_wrk "$s" "$DURATION")
+			w1=$(child_ticks)
+			b1=$(busy_ticks)
+			# shellcheck disable=SC2086
+			c1=$(cpu_ticks $pids)
+			cu1=$(cpu_ticks "$PID_UP")
+			cs1=$(cpu_ticks "$PID_SINK")
+			u1=$(up_requests)
+			echo "$out" | $BT tag kind=wrk server="$s" round="$r" load1="$l0" \
+				upstream="$((u1 - u0))" cpu_server_s="$(awk "BEGIN{print ($c1-$c0)/$CLK_TCK}")" \
+				cpu_upstream_s="$(awk "BEGIN{print ($cu1-$cu0)/$CLK_TCK}")" \
+				cpu_sink_s="$(awk "BEGIN{print ($cs1-$cs0)/$CLK_TCK}")" \
+				cpu_wrk_s="$(awk "BEGIN{print ($w1-$w0)/$CLK_TCK}")" \
+				cpu_busy_s="$(awk "BEGIN{print ($b1-$b0)/$CLK_TCK}")" >>"$RESULTS"
+			if [ "$s" = chain ]; then
+				CHAIN_FORWARDED=$((CHAIN_FORWARDED + u1 - u0))
+				drain_chain drain "$r"
+			fi
+		done
+	done
+
+	# --- open-loop rounds: the same fixed rate for each, latency from the due time -------
+	if [ "$RATE" != 0 ]; then
+		for ((r = 1; r <= ROUNDS; r++)); do
+			for s in plain chain nginx; do
+				log "fixed rate $r/$ROUNDS: $s ($RATE/s for ${RATE_DURATION}s over $CONNS connections, load $(load1))"
+				l0=$(load1)
+				u0=$(up_requests)
+				pids=$(server_pids "$s")
+				# shellcheck disable=SC2086
+				c0=$(cpu_ticks $pids "$PID_UP" "$PID_SINK")
+				b0=$(busy_ticks)
+				w0=$(child_ticks)
+				out=$($BT load -url "${URL[$s]}" -body "$TMP/itns.body" -rate "$RATE" -conns "$CONNS" -d "${RATE_DURATION}s")
+				w1=$(child_ticks)
+				b1=$(busy_ticks)
+				# shellcheck disable=SC2086
+				c1=$(cpu_ticks $pids "$PID_UP" "$PID_SINK")
+				u1=$(up_requests)
+				echo "$out" | $BT tag kind=rate server="$s" round="$r" load1="$l0" upstream="$((u1 - u0))" \
+					cpu_server_s="$(awk "BEGIN{print ($c1-$c0)/$CLK_TCK}")" cpu_wrk_s="$(awk "BEGIN{print ($w1-$w0)/$CLK_TCK}")" \
+					cpu_busy_s="$(awk "BEGIN{print ($b1-$b0)/$CLK_TCK}")" >>"$RESULTS"
+				if [ "$s" = chain ]; then
+					CHAIN_FORWARDED=$((CHAIN_FORWARDED + u1 - u0))
+					drain_chain rate_drain "$r"
+				fi
+			done
+		done
+	fi
+
+	# Every notification the chain accepted was passed on only after its copy
+	# was synced; all of them must now be at the sink, each exactly once by id.
+	$BT rss -pid "$PID_CHAIN" -admin "127.0.0.1:$A_CHAIN" |
+		$BT tag kind=final chain_forwarded="$CHAIN_FORWARDED" smoke=1 \
+			sink_distinct="$(sink_field tls_distinct)" sink_tls="$(sink_field tls_requests)" \
+			sink_http="$(sink_field http_requests)" >>"$RESULTS"
+	stop_pid "$PID_PLAIN"
+	stop_pid "$PID_NGINX"
+	stop_pid "$PID_CHAIN"
+}
+if [ "$RUN_MAIN" = 1 ]; then
+	main_rounds
+fi
+
+# --- the drain rate on its own: a backlog of DRAIN_N, the sink up ---------------
+if [ "$DRAIN_N" -gt 0 ]; then
+	for conc in $DRAIN_CONC; do
+		log "drain test: $DRAIN_N pending deliveries of 1 KiB, then start the chain (concurrency $conc)"
+		key=""
+		if [ "$ENCRYPT" = 1 ]; then key=$BENCH_DB_KEY; fi
+		rm -rf "$TMP/drain"
+		$BT fill -dir "$TMP/drain/postback" -n "$DRAIN_N" -size 1024 -key "$key" |
+			$BT tag kind=drain_fill concurrency="$conc" >>"$RESULTS"
+		chain_caddyfile "$A_CHAIN" "$P_CHAIN" "$TMP/drain/postback" "https://127.0.0.1:$P_SINK_TLS/collect" "0s 1s 5s 30s" "$conc" >"$TMP/drain.Caddyfile"
+		d0=$(sink_field tls_distinct)
+		start_bg "$TMP/drain-$conc.log" "$BIN" run --config "$TMP/drain.Caddyfile" --adapter caddyfile
+		PID_DRAIN=$LAST_PID
+		wait_http "http://127.0.0.1:$A_CHAIN/config/"
+		$BT drain -admin "127.0.0.1:$A_CHAIN" -sink "$SINK_COUNT" -want "$((d0 + DRAIN_N))" -timeout 300s |
+			$BT tag kind=drain_test n="$DRAIN_N" concurrency="$conc" load1="$(load1)" >>"$RESULTS"
+		stop_pid "$PID_DRAIN"
+	done
+fi
+
+# --- 1,000,000 pending: memory and restart (opt-in) ---------------------------------
+if [ "$RUN_1M" = 1 ]; then
+	N1M=${BENCH_1M_N:-1000000}
+	log "1M test: filling $N1M pending deliveries of 1 KiB (a few minutes)"
+	key=""
+	if [ "$ENCRYPT" = 1 ]; then key=$BENCH_DB_KEY; fi
+	$BT fill -dir "$TMP/m1/postback" -n "$N1M" -size 1024 -key "$key" | $BT tag kind=m1_fill >>"$RESULTS"
+	# The destination is dead (nothing listens on its port): every delivery
+	# stays pending, and the workers keep attempting and rescheduling them.
+	chain_caddyfile "$A_CHAIN" "$P_CHAIN" "$TMP/m1/postback" "https://127.0.0.1:$P_DEAD/collect" "0s 10s 1m 5m 30m 2h 5h 10h" >"$TMP/m1.Caddyfile"
+	# start: the first start after the fill; restart: once more, as after an
+	# upgrade; memlimit: once more with GOMEMLIMIT (Caddy sets it from a
+	# cgroup memory limit by itself, e.g. systemd's MemoryMax).
+	for phase in start restart memlimit; do
+		log "1M test: $phase, time to the first request served"
+		limit=""
+		if [ "$phase" = memlimit ]; then limit=${BENCH_1M_MEMLIMIT:-100MiB}; fi
+		out=$(GOMEMLIMIT=$limit $BT firstserve -url "${URL[chain]}" -body "$TMP/itns.body" -log "$TMP/m1-$phase.log" -timeout 120s -- \
+			"$BIN" run --config "$TMP/m1.Caddyfile" --adapter caddyfile)
+		pid=$(echo "$out" | sed -E 's/.*"pid":([0-9]+).*/\1/')
+		PIDS+=("$pid")
+		echo "$out" | $BT tag kind=m1_serve phase="$phase" >>"$RESULTS"
+		secs=${BENCH_1M_RSS_SECONDS:-60}
+		log "1M test: sampling the resident memory for ${secs}s"
+		$BT rss -pid "$pid" -for "${secs}s" -admin "127.0.0.1:$A_CHAIN" | $BT tag kind=m1_rss phase="$phase" seconds="$secs" >>"$RESULTS"
+		kill -TERM "$pid" 2>/dev/null || true
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	done
+	du -sm "$TMP/m1/postback" | awk '{print "{\"mib\":" $1 "}"}' | $BT tag kind=m1_du >>"$RESULTS"
+fi
+
+# --- Go benchmarks ---------------------------------------------------------------------
+GOBENCH="$TMP/gobench.txt"
+: >"$GOBENCH"
+if [ "$RUN_GO" = 1 ]; then
+	log "Go benchmarks (handlers, storage, delivery)"
+	{
+		$GO test -run '^$' -bench 'BenchmarkVerify|BenchmarkCaptureBody' -benchmem -benchtime 1s ./handlers
+		$GO test -run '^$' -bench 'BenchmarkFsync|BenchmarkEnqueue/sync=badger/writers=(1|32)$|BenchmarkComplete' -benchtime 2s ./storage
+		$GO test -run '^$' -bench 'BenchmarkDrain' -benchtime 20000x ./delivery
+		# Store size after 100k enqueue/deliver cycles (the storage package's soak test).
+		STORAGE_SOAK=1 $GO test -count=1 -run 'TestSoakCycles$' -v ./storage
+	} 2>&1 | tee -a "$GOBENCH" | grep -E '^(Benchmark|ok|FAIL|---)' >&2 || true
+fi
+
+# The store alone at the open-loop rate (no HTTP): what group commit adds.
+if [ "$RATE" != 0 ] && [ "$RUN_MAIN" = 1 ]; then
+	log "the store alone: enqueue latency at $RATE/s, 4 goroutines completing"
+	key=""
+	if [ "$ENCRYPT" = 1 ]; then key=$BENCH_DB_KEY; fi
+	$BT storelat -dir "$TMP/storelat" -rate "$RATE" -conns "$CONNS" -workers 4 -d "${RATE_DURATION}s" -key "$key" |
+		$BT tag kind=storelat >>"$RESULTS"
+	rm -rf "$TMP/storelat"
+fi
+
+CPU_PROBE_END=$($BT cpuprobe)
+cat >"$TMP/env.json" <<EOF
+{"kind":"env","date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","kernel":"$(uname -r)","cpus":$(nproc),
+ "cpu":"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')",
+ "go":"$($GO env GOVERSION)","caddy":"$("$BIN" version | head -1 | cut -d' ' -f1)",
+ "nginx":"$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')","wrk":"$("$WRK" -v 2>&1 | head -1 | cut -d' ' -f2)",
+ "duration":$DURATION,"rounds":$ROUNDS,"conns":$CONNS,"threads":$THREADS,"encrypt":$ENCRYPT,
+ "body_bytes":$(wc -c <"$TMP/itns.body"),"load_end":"$(cut -d' ' -f1-3 /proc/loadavg)",
+ "cpu_probe_start":$CPU_PROBE_START,"cpu_probe_end":$CPU_PROBE_END,"rate":$RATE}
+EOF
+tr -d '\n' <"$TMP/env.json" >>"$RESULTS"
+echo >>"$RESULTS"
+
+$BT report -in "$RESULTS" -gobench "$GOBENCH"
+if [ "$PROFILE" = 1 ] && [ -s "$TMP/chain.cpu.pprof" ]; then
+	mkdir -p .run
+	cp "$TMP/chain.cpu.pprof" .run/chain.cpu.pprof
+	log "CPU profile of the chain: .run/chain.cpu.pprof (go tool pprof -top $BIN .run/chain.cpu.pprof)"
+fi
