@@ -105,6 +105,22 @@ func TestMakeRunDemo(t *testing.T) {
 	if !strings.Contains(stats, "1001") {
 		t.Errorf("caddy postback stats:\n%s", stats)
 	}
+	// `caddy adapt` and `caddy validate` on the example, while the demo holds
+	// the store: validate provisions everything (keys, certificates, DINs)
+	// but must not need Badger's lock.
+	key, err := os.ReadFile(filepath.Join(runDir, "db.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"adapt", "validate"} {
+		c := exec.Command(caddyBin, sub, "--config", "Caddyfile.example", "--adapter", "caddyfile")
+		c.Dir = ".."
+		c.Env = append(os.Environ(), "DEMO_DIR="+runDir, "POSTBACK_DB_KEY="+string(key), "ITNS_SECRET=demo-secret")
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Errorf("caddy %s Caddyfile.example while the demo runs: %v\n%s", sub, err, out)
+		}
+	}
+
 	req, _ := http.NewRequest("GET", "http://127.0.0.1:8080/postback-report/", nil)
 	req.SetBasicAuth("ops", "demo")
 	resp, err = client.Do(req)
