@@ -44,27 +44,7 @@ func BenchmarkDrainBadger(b *testing.B) {
 					batch = batch[:0]
 				}
 			}
-			obs := &countObs{done: make(chan struct{})}
-			obs.want.Store(int64(b.N))
-			d := New(store, Options{Observer: obs})
-			d.SetDestinations(dests)
-
-			b.ResetTimer()
-			start := time.Now()
-			d.Start()
-			select {
-			case <-obs.done:
-			case <-time.After(3 * time.Minute):
-				b.Fatalf("only %d of %d delivered", obs.n.Load(), b.N)
-			}
-			el := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/el.Seconds(), "deliveries/s")
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := d.Stop(ctx); err != nil {
-				b.Fatal(err)
-			}
+			drainAndReport(b, store, dests, 3*time.Minute)
 		})
 	}
 }

@@ -49,31 +49,37 @@ func BenchmarkDrain(b *testing.B) {
 			for i := range b.N {
 				store.add(fmt.Sprint(i%c.dins), "application/x-www-form-urlencoded", payload, now, 0)
 			}
-			obs := &countObs{done: make(chan struct{})}
-			obs.want.Store(int64(b.N))
-			d := New(store, Options{Observer: obs})
-			d.SetDestinations(dests)
-
 			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			d.Start()
-			select {
-			case <-obs.done:
-			case <-time.After(2 * time.Minute):
-				b.Fatalf("only %d of %d delivered", obs.n.Load(), b.N)
-			}
-			el := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/el.Seconds(), "deliveries/s")
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := d.Stop(ctx); err != nil {
-				b.Fatal(err)
-			}
+			drainAndReport(b, store, dests, 2*time.Minute)
 			if n := store.count(storage.StateDelivered); n != b.N {
 				b.Fatalf("%d delivered, want %d", n, b.N)
 			}
 		})
+	}
+}
+
+// drainAndReport starts a dispatcher on store, times until b.N deliveries
+// have finished, reports deliveries/s and stops it.
+func drainAndReport(b *testing.B, store Store, dests []*Destination, timeout time.Duration) {
+	b.Helper()
+	obs := &countObs{done: make(chan struct{})}
+	obs.want.Store(int64(b.N))
+	d := New(store, Options{Observer: obs})
+	d.SetDestinations(dests)
+	b.ResetTimer()
+	start := time.Now()
+	d.Start()
+	select {
+	case <-obs.done:
+	case <-time.After(timeout):
+		b.Fatalf("only %d of %d delivered", obs.n.Load(), b.N)
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "deliveries/s")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.Stop(ctx); err != nil {
+		b.Fatal(err)
 	}
 }
