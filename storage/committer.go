@@ -20,6 +20,7 @@ type op interface {
 // pending is an op waiting for its group commit.
 type pending struct {
 	op   op
+	lazy bool // may wait up to Options.LazyDelay to share a commit
 	res  any
 	err  error
 	done chan struct{}
@@ -28,7 +29,18 @@ type pending struct {
 // submit hands op to the committer and waits for its answer. When ctx ends
 // first, ctx's error is returned; the write may still happen.
 func (s *Store) submit(ctx context.Context, o op) (any, error) {
-	p := &pending{op: o, done: make(chan struct{})}
+	return s.submitOp(ctx, &pending{op: o, done: make(chan struct{})})
+}
+
+// submitLazy is submit for ops nobody is waiting on the request path for
+// (delivery outcomes, maintenance): when nothing urgent is being written they
+// wait up to LazyDelay for an urgent op, so that both share one synced commit
+// instead of paying for two.
+func (s *Store) submitLazy(o op) (any, error) {
+	return s.submitOp(context.Background(), &pending{op: o, lazy: true, done: make(chan struct{})})
+}
+
+func (s *Store) submitOp(ctx context.Context, p *pending) (any, error) {
 	s.closeMu.RLock()
 	if s.closed {
 		s.closeMu.RUnlock()
@@ -51,28 +63,67 @@ func (s *Store) submit(ctx context.Context, o op) (any, error) {
 	}
 }
 
+// lazyEnough is the batch of lazy ops that commits without waiting: it
+// already shares its sync widely, and waiting would only add latency.
+const lazyEnough = 16
+
 // commitLoop is the single writer: it gathers whatever ops are waiting (up to
-// MaxBatch) and commits them in one synced transaction. It waits for nothing
-// else: ops that arrive while a batch is being synced form the next batch.
+// MaxBatch) and commits them in one synced transaction. Urgent ops wait for
+// nothing else: ops that arrive while a batch is being synced form the next
+// batch. A batch of lazy ops only waits up to LazyDelay for an urgent op to
+// ride along with.
 func (s *Store) commitLoop() {
 	defer close(s.done)
 	batch := make([]*pending, 0, s.opts.MaxBatch)
+	var timer *time.Timer
 	for p := range s.ops {
 		batch = append(batch[:0], p)
-	gather:
-		for len(batch) < s.opts.MaxBatch {
-			select {
-			case q, ok := <-s.ops:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, q)
-			default:
-				break gather
+		urgent := !p.lazy
+		open := s.gather(&batch, &urgent)
+		if !urgent && open && s.opts.LazyDelay > 0 && len(batch) < lazyEnough {
+			if timer == nil {
+				timer = time.NewTimer(s.opts.LazyDelay)
+			} else {
+				timer.Reset(s.opts.LazyDelay)
 			}
+		wait:
+			for len(batch) < lazyEnough {
+				select {
+				case q, ok := <-s.ops:
+					if !ok {
+						break wait
+					}
+					batch = append(batch, q)
+					urgent = !q.lazy // false until now
+					if !s.gather(&batch, &urgent) || urgent {
+						break wait
+					}
+				case <-timer.C:
+					break wait
+				}
+			}
+			timer.Stop()
 		}
 		s.runBatch(batch)
 	}
+}
+
+// gather appends the ops already waiting, up to MaxBatch, noting whether one
+// is urgent. It reports false once the channel is closed.
+func (s *Store) gather(batch *[]*pending, urgent *bool) bool {
+	for len(*batch) < s.opts.MaxBatch {
+		select {
+		case q, ok := <-s.ops:
+			if !ok {
+				return false
+			}
+			*batch = append(*batch, q)
+			*urgent = *urgent || !q.lazy
+		default:
+			return true
+		}
+	}
+	return true
 }
 
 // runBatch applies a batch in as few transactions as Badger's size limit

@@ -44,7 +44,7 @@ func (s *Store) Purge(now time.Time) (int, error) {
 		if len(ids) == 0 {
 			break
 		}
-		res, err := s.submit(context.Background(), &purgeOp{ids: ids, cutoff: cutoff})
+		res, err := s.submitLazy(&purgeOp{ids: ids, cutoff: cutoff})
 		if err != nil {
 			return total, fmt.Errorf("purge: %w", err)
 		}
@@ -120,7 +120,7 @@ func (s *Store) purgeHourly(cutoff time.Time) error {
 		if err != nil || len(keys) == 0 {
 			return err
 		}
-		if _, err := s.submit(context.Background(), &deleteKeysOp{keys: keys}); err != nil {
+		if _, err := s.submitLazy(&deleteKeysOp{keys: keys}); err != nil {
 			return err
 		}
 		if len(keys) < purgeChunk {

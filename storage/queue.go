@@ -107,7 +107,7 @@ func (s *Store) Complete(id string, a Attempt, out Outcome) (Delivery, error) {
 	if !out.State.Valid() {
 		return Delivery{}, fmt.Errorf("complete %s: invalid outcome state %q", id, out.State)
 	}
-	res, err := s.submit(context.Background(), &completeOp{id: i, a: a, out: out})
+	res, err := s.submitLazy(&completeOp{id: i, a: a, out: out})
 	if err != nil {
 		return Delivery{}, fmt.Errorf("complete %s: %w", id, err)
 	}

@@ -351,3 +351,57 @@ func TestBatchSplitting(t *testing.T) {
 		t.Fatalf("pending = %d, want 128", st["S"].Pending)
 	}
 }
+
+// A completion waits (up to LazyDelay) for an enqueue and shares its synced
+// commit; alone, it still commits once the delay is over.
+func TestLazyCompletionSharesEnqueueCommit(t *testing.T) {
+	s := openQueue(t, Options{LazyDelay: 10 * time.Second})
+	ctx := context.Background()
+	ds, err := s.Enqueue(ctx, []NewDelivery{{DIN: "1001", Payload: []byte("a=1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.batches.Load()
+	completed := make(chan error, 1)
+	go func() {
+		_, err := s.Complete(ds[0].ID, Attempt{At: time.Now(), Status: 200}, Outcome{State: StateDelivered})
+		completed <- err
+	}()
+	// The completion is parked in the committer (10 s delay) until an urgent
+	// op arrives; then both go in one commit.
+	select {
+	case err := <-completed:
+		t.Fatalf("completion committed alone before any enqueue (err %v)", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := s.Enqueue(ctx, []NewDelivery{{DIN: "1001", Payload: []byte("b=2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-completed; err != nil {
+		t.Fatal(err)
+	}
+	if got := s.batches.Load() - before; got != 1 {
+		t.Fatalf("enqueue and completion took %d commits, want 1", got)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st["1001"]; c.Delivered != 1 || c.Pending != 1 {
+		t.Fatalf("counters after the shared commit: %+v", c)
+	}
+
+	// Alone, a completion is committed after the delay.
+	s2 := openQueue(t, Options{LazyDelay: 20 * time.Millisecond})
+	ds2, err := s2.Enqueue(ctx, []NewDelivery{{DIN: "1001", Payload: []byte("c=3")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Complete(ds2[0].ID, Attempt{At: time.Now(), Status: 200}, Outcome{State: StateDelivered}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s2.Get(ds2[0].ID)
+	if err != nil || d.State != StateDelivered {
+		t.Fatalf("after a lone completion: %+v, %v", d, err)
+	}
+}

@@ -45,6 +45,12 @@ type Options struct {
 	// (default 512 bytes). Payloads in the value log are written once and never
 	// rewritten by compaction, which keeps compaction's memory small.
 	ValueThreshold int64
+	// LazyDelay is how long delivery outcomes and maintenance writes may wait
+	// for an enqueue (or another urgent write) to share its synced commit,
+	// when nothing urgent is being written (default 2 ms; negative: no wait).
+	// Under mixed traffic it halves the synced commits; it never delays an
+	// enqueue.
+	LazyDelay time.Duration
 	// Clock replaces time.Now (tests).
 	Clock func() time.Time
 
@@ -61,6 +67,7 @@ const (
 	defaultRetention       = 30 * 24 * time.Hour
 	defaultHourlyRetention = 8 * 24 * time.Hour
 	defaultMaxBatch        = 1024
+	defaultLazyDelay       = 2 * time.Millisecond
 	schemaVersion          = "1"
 )
 
@@ -94,6 +101,9 @@ func (o *Options) setDefaults() {
 	}
 	// Badger refuses a threshold above its largest transaction (15 % of a memtable).
 	o.ValueThreshold = min(o.ValueThreshold, 15*o.MemTableSize/100)
+	if o.LazyDelay == 0 {
+		o.LazyDelay = defaultLazyDelay
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
