@@ -218,6 +218,9 @@ func (a *App) Enqueue(ctx context.Context, dins []string, contentType string, pa
 	if err != nil {
 		return nil, err
 	}
+	for _, rec := range recs {
+		e.dispatcher.Offer(rec.ID, payload)
+	}
 	for _, din := range dins {
 		a.metrics.Enqueued.WithLabelValues(din).Inc()
 		e.dispatcher.Notify(din)

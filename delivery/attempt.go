@@ -18,7 +18,11 @@ import (
 func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func()) (storeErr bool) {
 	sent = sync.OnceFunc(sent)
 	defer sent()
-	payload, err := d.store.Payload(dl.ID)
+	payload, ok := d.fresh.take(dl.ID)
+	var err error
+	if !ok {
+		payload, err = d.store.Payload(dl.ID)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		// A pending delivery without payload cannot be sent; make it visible
 		// (failed, kept for an operator) rather than retry it forever.

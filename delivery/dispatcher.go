@@ -54,6 +54,11 @@ type Options struct {
 	// whatever their length (a three-digit CVV); nil: none beyond the
 	// default scrubbing of longer values.
 	Sensitive func(name string) bool
+	// FreshPayloadBytes and FreshPayloadCount bound the payloads handed over
+	// by Offer for first attempts (defaults 8 MiB and 8192; negative: none
+	// kept, every payload is read from the store).
+	FreshPayloadBytes int
+	FreshPayloadCount int
 }
 
 // Defaults applied to Options' zero fields.
@@ -76,6 +81,7 @@ type Dispatcher struct {
 	poll          time.Duration
 	sensitive     func(name string) bool
 	client        *http.Client // for destinations without their own
+	fresh         *freshPayloads
 
 	ctx    context.Context // of all attempts; cancelled when Stop stops waiting
 	cancel context.CancelFunc
@@ -129,6 +135,16 @@ func New(store Store, opts Options) *Dispatcher {
 	}
 	if d.poll <= 0 {
 		d.poll = DefaultPollInterval
+	}
+	fb, fc := opts.FreshPayloadBytes, opts.FreshPayloadCount
+	if fb == 0 {
+		fb = DefaultFreshPayloadBytes
+	}
+	if fc == 0 {
+		fc = DefaultFreshPayloadCount
+	}
+	if fb > 0 && fc > 0 {
+		d.fresh = newFreshPayloads(fb, fc)
 	}
 	d.client, _ = NewClient(nil) // cannot fail without extra CAs
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -248,6 +264,13 @@ func (d *Dispatcher) startRunner(din string, dst *Destination) {
 	d.runners[din] = r
 	d.wg.Add(1)
 	go r.run()
+}
+
+// Offer hands the payload of a delivery just enqueued to its first attempt,
+// so that it need not be read back from the store. payload must not be
+// modified afterwards. What the bounds do not keep is read from the store.
+func (d *Dispatcher) Offer(id string, payload []byte) {
+	d.fresh.put(id, payload)
 }
 
 // Notify tells the dispatcher that deliveries were enqueued for din, so the

@@ -20,10 +20,11 @@ type fakeStore struct {
 	payloads map[string][]byte
 	due      map[string][]dueKey // pending by DIN, sorted
 
-	maxLimit   int   // largest limit passed to Due
-	dueCalls   int   // number of Due calls
-	failDue    error // returned by Due when set
-	completeCh chan storage.Delivery
+	maxLimit     int   // largest limit passed to Due
+	dueCalls     int   // number of Due calls
+	payloadReads int   // number of Payload calls
+	failDue      error // returned by Due when set
+	completeCh   chan storage.Delivery
 }
 
 type dueKey struct {
@@ -112,6 +113,7 @@ func (s *fakeStore) NextDue(din string) (time.Time, bool) {
 func (s *fakeStore) Payload(id string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.payloadReads++
 	p, ok := s.payloads[id]
 	if !ok {
 		return nil, storage.ErrNotFound
