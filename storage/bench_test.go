@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // rawFsyncRate measures this disk: small write + fsync of one file, in a loop.
@@ -65,15 +68,54 @@ func BenchmarkEnqueue(b *testing.B) {
 	for i := range payload {
 		payload[i] = 'a' + byte(i%26)
 	}
+	// sync=none and sync=logmodel are not durable: they measure what limits
+	// group commit (BENCHMARKS.md). none: Badger without any sync, the
+	// ceiling of anything built on its write path. logmodel: Badger unsynced
+	// plus one 16 KiB write + fdatasync of a separate, preallocated file per
+	// group commit: the I/O of a write-ahead log of our own (without its
+	// replay).
 	for _, mode := range []struct {
-		name     string
-		perBatch bool
-	}{{"sync=badger", false}, {"sync=perbatch", true}} {
+		name           string
+		perBatch       bool
+		noSync, append bool
+	}{{"sync=badger", false, false, false}, {"sync=perbatch", true, false, false},
+		{"sync=none", false, true, false}, {"sync=logmodel", false, true, true}} {
 		for _, writers := range []int{1, 32, 128} {
 			b.Run(fmt.Sprintf("%s/writers=%d", mode.name, writers), func(b *testing.B) {
 				dir := b.TempDir()
 				fsyncs := rawFsyncRate(b, dir, 300*time.Millisecond)
-				s := openQueue(b, Options{Dir: filepath.Join(dir, "db"), syncPerBatch: mode.perBatch})
+				o := Options{Dir: filepath.Join(dir, "db"), syncPerBatch: mode.perBatch}
+				if mode.noSync {
+					o.tune = func(bo badger.Options) badger.Options { return bo.WithSyncWrites(false) }
+				}
+				s := openQueue(b, o)
+				if mode.append {
+					// Written in full first: overwriting allocated blocks keeps
+					// fdatasync from committing metadata, as a recycled log would.
+					const logSize = 16 << 20
+					f, err := os.OpenFile(filepath.Join(dir, "log"), os.O_CREATE|os.O_RDWR, 0o600)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer f.Close()
+					if _, err := f.Write(make([]byte, logSize)); err != nil {
+						b.Fatal(err)
+					}
+					if err := f.Sync(); err != nil {
+						b.Fatal(err)
+					}
+					frame := make([]byte, 16<<10)
+					var off int64
+					s.beforeCommit = func() {
+						if _, err := f.WriteAt(frame, off); err != nil {
+							b.Error(err)
+						}
+						off = (off + int64(len(frame))) % logSize
+						if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+							b.Error(err)
+						}
+					}
+				}
 				var next atomic.Int64
 				b.ResetTimer()
 				var wg sync.WaitGroup
