@@ -461,7 +461,7 @@ if [ "$RUN_GO" = 1 ]; then
 	log "Go benchmarks (handlers, storage, delivery)"
 	{
 		$GO test -run '^$' -bench 'BenchmarkVerify|BenchmarkCaptureBody' -benchmem -benchtime 1s ./handlers
-		$GO test -run '^$' -bench 'BenchmarkFsync|BenchmarkEnqueue/sync=badger/writers=(1|32)$|BenchmarkComplete' -benchtime 2s ./storage
+		$GO test -run '^$' -bench 'BenchmarkFsync|BenchmarkEnqueue/sync=(badger|none|logmodel)/writers=(1|32)$|BenchmarkComplete' -benchtime 2s ./storage
 		$GO test -run '^$' -bench 'BenchmarkDrain' -benchtime 20000x ./delivery
 		# Store size after 100k enqueue/deliver cycles (the storage package's soak test).
 		STORAGE_SOAK=1 $GO test -count=1 -run 'TestSoakCycles$' -v ./storage
