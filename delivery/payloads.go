@@ -78,28 +78,21 @@ func (f *freshPayloads) evictOldest() {
 	f.compact()
 }
 
-// compact keeps order from growing without bound when entries are taken out
-// of order: ids already taken are skipped and the slice is reused.
+// compact drops the ids already taken or evicted from order once they
+// outnumber the live ones (plus some slack), so order stays proportional to
+// the cache whatever the order of takes; the rewrite is amortized O(1).
 func (f *freshPayloads) compact() {
-	if len(f.byID) == 0 {
-		f.order, f.head = f.order[:0], 0
+	if len(f.order) <= 2*len(f.byID)+1024 {
 		return
 	}
-	if f.head > 1024 && f.head*2 > len(f.order) {
-		n := copy(f.order, f.order[f.head:])
-		clear(f.order[n:])
-		f.order, f.head = f.order[:n], 0
-	}
-	if len(f.order) > 4*f.maxCount {
-		live := f.order[:0]
-		for _, id := range f.order[f.head:] {
-			if _, ok := f.byID[id]; ok {
-				live = append(live, id)
-			}
+	live := f.order[:0]
+	for _, id := range f.order[f.head:] {
+		if _, ok := f.byID[id]; ok {
+			live = append(live, id)
 		}
-		clear(f.order[len(live):])
-		f.order, f.head = live, 0
 	}
+	clear(f.order[len(live):])
+	f.order, f.head = live, 0
 }
 
 func (f *freshPayloads) len() (entries, bytes int) {

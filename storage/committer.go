@@ -80,14 +80,15 @@ func (s *Store) commitLoop() {
 		batch = append(batch[:0], p)
 		urgent := !p.lazy
 		open := s.gather(&batch, &urgent)
-		if !urgent && open && s.opts.LazyDelay > 0 && len(batch) < lazyEnough {
+		enough := min(lazyEnough, s.opts.MaxBatch)
+		if !urgent && open && s.opts.LazyDelay > 0 && len(batch) < enough {
 			if timer == nil {
 				timer = time.NewTimer(s.opts.LazyDelay)
 			} else {
 				timer.Reset(s.opts.LazyDelay)
 			}
 		wait:
-			for len(batch) < lazyEnough {
+			for len(batch) < enough {
 				select {
 				case q, ok := <-s.ops:
 					if !ok {
