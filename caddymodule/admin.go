@@ -98,6 +98,9 @@ func (s appSource) List(f storage.Filter) ([]storage.Delivery, string, error) {
 	return s.engine.store.List(f)
 }
 func (s appSource) Get(id string) (storage.Delivery, error) { return s.engine.store.Get(id) }
+func (s appSource) CircuitOpen(din string) (time.Time, bool) {
+	return s.engine.dispatcher.CircuitOpen(din)
+}
 
 // Retry re-queues the delivery and wakes its DIN's worker at once, rather
 // than leaving it to the dispatcher's next poll.

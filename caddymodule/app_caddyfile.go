@@ -43,6 +43,7 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //			spool_dir      <path>
 //			ca_cert        <path>
 //			header         <name> <value>
+//			breaker        <failures in a row> [<max probe interval>] | off
 //			insecure_http
 //		}
 //	}
@@ -179,6 +180,27 @@ func unmarshalDestination(d *caddyfile.Dispenser) (*Destination, error) {
 				return nil, d.ArgErr()
 			}
 			dest.InsecureHTTP = true
+		case "breaker":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 || (args[0] == "off" && len(args) != 1) {
+				return nil, d.ArgErr()
+			}
+			if args[0] == "off" {
+				dest.BreakerThreshold = -1
+				break
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 {
+				return nil, d.Errf("breaker %q: want a number of failed attempts in a row (1 or more) or off", args[0])
+			}
+			dest.BreakerThreshold = n
+			if len(args) == 2 {
+				dur, err := caddy.ParseDuration(args[1])
+				if err != nil || dur <= 0 {
+					return nil, d.Errf("breaker: bad maximum probe interval %q", args[1])
+				}
+				dest.BreakerMaxProbe = caddy.Duration(dur)
+			}
 		default:
 			return nil, d.Errf("unrecognized destination option %q", opt)
 		}

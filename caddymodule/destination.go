@@ -49,6 +49,14 @@ type Destination struct {
 	InsecureHTTP bool `json:"insecure_http,omitempty"`
 	// Headers are added to every attempt.
 	Headers http.Header `json:"headers,omitempty"`
+	// BreakerThreshold is how many attempts in a row must fail before the
+	// destination's circuit opens: its deliveries are then held (no attempts,
+	// no record rewrites) while one at a time probes it, and those held for
+	// a whole retry schedule go to the spool. Default 10; -1 turns it off.
+	BreakerThreshold int `json:"breaker_threshold,omitempty"`
+	// BreakerMaxProbe bounds the wait between probes while the circuit is
+	// open; waits start at 5s (or this, if shorter) and double. Default 2m.
+	BreakerMaxProbe caddy.Duration `json:"breaker_max_probe,omitempty"`
 }
 
 // build validates the configuration and turns it into what the dispatcher
@@ -87,6 +95,9 @@ func (d *Destination) build(din string, repl *caddy.Replacer) (*delivery.Destina
 	if d.Concurrency < 0 {
 		return nil, fmt.Errorf("destination %s: concurrency must not be negative", din)
 	}
+	if d.BreakerThreshold < -1 || d.BreakerMaxProbe < 0 {
+		return nil, fmt.Errorf("destination %s: breaker_threshold must be -1 (off) or more, breaker_max_probe not negative", din)
+	}
 	schedule := defaultRetrySchedule
 	if len(d.RetrySchedule) > 0 && d.RetrySchedule[0] != 0 {
 		// The design makes the first attempt immediate; a delayed first
@@ -123,6 +134,9 @@ func (d *Destination) build(din string, repl *caddy.Replacer) (*delivery.Destina
 		Header:      d.Headers.Clone(),
 		Client:      client,
 		Concurrency: d.Concurrency,
+
+		BreakerThreshold: d.BreakerThreshold,
+		BreakerMaxProbe:  time.Duration(d.BreakerMaxProbe),
 	}
 	for name, vals := range dest.Header {
 		for i, v := range vals {

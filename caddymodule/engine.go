@@ -116,6 +116,15 @@ func (e *engine) Finished(din string, state storage.State) {
 	}
 }
 
+// Circuit implements delivery.CircuitObserver.
+func (e *engine) Circuit(din string, open bool) {
+	v := 0.0
+	if open {
+		v = 1
+	}
+	e.metrics.CircuitOpen.WithLabelValues(din).Set(v)
+}
+
 // refreshDepth copies pending counts into the queue-depth gauge; with no
 // DIN given it refreshes all of them. Stats are in-memory counters plus an
 // index seek per DIN, so this runs when metrics are scraped
@@ -136,4 +145,7 @@ func (e *engine) refreshDepth(dins ...string) {
 	}
 }
 
-var _ delivery.Observer = (*engine)(nil)
+var (
+	_ delivery.Observer        = (*engine)(nil)
+	_ delivery.CircuitObserver = (*engine)(nil)
+)

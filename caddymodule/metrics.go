@@ -24,6 +24,7 @@ type Metrics struct {
 	Spooled       *prometheus.CounterVec
 	Failed        *prometheus.CounterVec
 	QueueDepth    *prometheus.GaugeVec
+	CircuitOpen   *prometheus.GaugeVec
 	DeliverySecs  *prometheus.HistogramVec
 	DedupeReplays *prometheus.CounterVec
 }
@@ -46,6 +47,10 @@ func newMetrics() *Metrics {
 		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "queue_depth", Help: "Pending deliveries.",
 		}, []string{"din"}),
+		CircuitOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "circuit_open",
+			Help: "1 while the destination's circuit breaker holds its deliveries after attempts failed in a row.",
+		}, []string{"din"}),
 		DeliverySecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "delivery_duration_seconds", Help: "Duration of delivery attempts.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
@@ -55,7 +60,7 @@ func newMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Filtered, m.Enqueued, m.Attempts, m.Delivered, m.Spooled,
-		m.Failed, depthCollector{m.QueueDepth}, m.DeliverySecs, m.DedupeReplays}
+		m.Failed, depthCollector{m.QueueDepth}, m.CircuitOpen, m.DeliverySecs, m.DedupeReplays}
 }
 
 // depthCollector sets the queue-depth gauge from the open stores when it is

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/postbackedge/caddy-postback/storage"
 )
@@ -14,8 +15,9 @@ import (
 // sent once the destination is done with (before the spool and the store
 // write), so that a synced store write does not hold a destination slot. It
 // reports whether the store failed, so that the DIN's loop backs off instead
-// of spinning on a delivery it cannot progress.
-func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func()) (storeErr bool) {
+// of spinning on a delivery it cannot progress, and the attempt's Result*
+// ("" when nothing was sent), which the circuit breaker counts.
+func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func()) (result string, storeErr bool) {
 	sent = sync.OnceFunc(sent)
 	defer sent()
 	payload, ok := d.fresh.take(dl.ID)
@@ -27,18 +29,18 @@ func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func(
 		// A pending delivery without payload cannot be sent; make it visible
 		// (failed, kept for an operator) rather than retry it forever.
 		a := storage.Attempt{At: d.now(), Error: "payload missing"}
-		return d.complete(dest, dl, a, storage.Outcome{State: storage.StateFailed, Error: "payload missing from store"})
+		return "", d.complete(dest, dl, a, storage.Outcome{State: storage.StateFailed, Error: "payload missing from store"})
 	}
 	if err != nil {
 		d.log.Warn("delivery: reading payload", "din", dest.DIN, "id", dl.ID, "error", err)
-		return true
+		return "", true
 	}
 
 	n := len(dl.Attempts) + 1
 	s := d.send(dest, dl, payload, n)
 	sent()
 	if s.cancelled {
-		return false // left pending: at-least-once, retried after restart
+		return "", false // left pending: at-least-once, retried after restart
 	}
 	if d.obs != nil {
 		d.obs.Attempted(dest.DIN, s.result, s.attempt.Duration)
@@ -48,7 +50,7 @@ func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func(
 		d.log.Debug("delivery: attempt failed, will retry", "din", dest.DIN, "id", dl.ID,
 			"attempt", n, "status", s.attempt.Status, "error", s.attempt.Error, "next_attempt", out.NextAttempt)
 	}
-	return d.complete(dest, dl, s.attempt, out)
+	return s.result, d.complete(dest, dl, s.attempt, out)
 }
 
 // decide turns an attempt into the delivery's next state.
@@ -61,9 +63,14 @@ func (d *Dispatcher) decide(dest *Destination, dl *storage.Delivery, n int, s se
 		next := nextAttempt(end, dest.Schedule[n], d.jitter, s.retryAfter, s.hasRA, d.maxRetryAfter)
 		return storage.Outcome{State: storage.StatePending, NextAttempt: next}
 	}
+	return d.exhaust(dest, dl, payload, fmt.Sprintf("retry schedule exhausted after %d attempts", n))
+}
+
+// exhaust is the outcome of a delivery that gets no more attempts: spooled,
+// or failed (why) when the destination has no spool.
+func (d *Dispatcher) exhaust(dest *Destination, dl *storage.Delivery, payload []byte, why string) storage.Outcome {
 	if dest.Spool == nil {
-		return storage.Outcome{State: storage.StateFailed,
-			Error: fmt.Sprintf("retry schedule exhausted after %d attempts", n)}
+		return storage.Outcome{State: storage.StateFailed, Error: why}
 	}
 	path, err := dest.Spool.Spool(dest.DIN, dl.ID, payload)
 	if err != nil {
@@ -72,6 +79,30 @@ func (d *Dispatcher) decide(dest *Destination, dl *storage.Delivery, n int, s se
 			Error: clip(redact("spool: "+err.Error(), dest.URL, payload, d.sensitive))}
 	}
 	return storage.Outcome{State: storage.StateSpooled, SpoolFile: path}
+}
+
+// giveUp ends a delivery that an open circuit (breaker.go) has held past its
+// span: spooled, or failed without a spool, and no further attempt.
+func (d *Dispatcher) giveUp(dest *Destination, dl *storage.Delivery, since time.Time) (storeErr bool) {
+	payload, ok := d.fresh.take(dl.ID)
+	var err error
+	if !ok {
+		payload, err = d.store.Payload(dl.ID)
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		return d.complete(dest, dl, storage.Attempt{}, storage.Outcome{State: storage.StateFailed, Error: "payload missing from store"})
+	}
+	if err != nil {
+		d.log.Warn("delivery: reading payload", "din", dest.DIN, "id", dl.ID, "error", err)
+		return true
+	}
+	why := fmt.Sprintf("destination failing since %s (circuit open); held for its whole retry schedule after %d attempts",
+		since.UTC().Format(time.RFC3339), len(dl.Attempts))
+	out := d.exhaust(dest, dl, payload, why)
+	if out.Error == "" {
+		out.Error = why // the record says why it was spooled without the attempts
+	}
+	return d.complete(dest, dl, storage.Attempt{}, out)
 }
 
 // complete records the attempt and outcome, and tells the observer about a
@@ -98,8 +129,12 @@ func (d *Dispatcher) complete(dest *Destination, dl *storage.Delivery, a storage
 	case storage.StateFailed:
 		level = slog.LevelWarn
 	}
+	n := len(dl.Attempts)
+	if !a.At.IsZero() {
+		n++
+	}
 	d.log.Log(context.Background(), level, "delivery: finished", "din", dest.DIN, "id", dl.ID, "state", out.State,
-		"attempts", len(dl.Attempts)+1, "status", a.Status, "error", a.Error, "spool_file", out.SpoolFile, "last_error", out.Error)
+		"attempts", n, "status", a.Status, "error", a.Error, "spool_file", out.SpoolFile, "last_error", out.Error)
 	if d.obs != nil {
 		d.obs.Finished(dest.DIN, out.State)
 	}

@@ -51,6 +51,14 @@ type Destination struct {
 	Concurrency int
 	// Spool receives what exhausted its schedule; nil makes it failed.
 	Spool Spooler
+	// BreakerThreshold is how many attempts in a row must fail before the
+	// DIN's circuit opens (breaker.go). Default DefaultBreakerThreshold;
+	// negative: never.
+	BreakerThreshold int
+	// BreakerMaxProbe bounds the wait between probes while the circuit is
+	// open; the waits start at DefaultFirstProbe (or this, if shorter) and
+	// double. Default DefaultBreakerMaxProbe.
+	BreakerMaxProbe time.Duration
 }
 
 // Spooler writes a delivery that exhausted its schedule to durable storage
@@ -75,8 +83,8 @@ func (d *Destination) Validate() error {
 	if d.ItemCode != "" && !validItemCode(d.ItemCode) {
 		return fmt.Errorf("destination %s: item code must be 4 visible ASCII characters", d.DIN)
 	}
-	if d.Timeout < 0 || d.Concurrency < 0 {
-		return fmt.Errorf("destination %s: negative timeout or concurrency", d.DIN)
+	if d.Timeout < 0 || d.Concurrency < 0 || d.BreakerMaxProbe < 0 {
+		return fmt.Errorf("destination %s: negative timeout, concurrency or probe interval", d.DIN)
 	}
 	for _, s := range d.Schedule {
 		if s < 0 {
@@ -113,6 +121,12 @@ func (d *Destination) normalized(defaultClient *http.Client) *Destination {
 	}
 	if n.Concurrency == 0 {
 		n.Concurrency = DefaultConcurrency
+	}
+	if n.BreakerThreshold == 0 {
+		n.BreakerThreshold = DefaultBreakerThreshold
+	}
+	if n.BreakerMaxProbe == 0 {
+		n.BreakerMaxProbe = DefaultBreakerMaxProbe
 	}
 	if len(n.Schedule) == 0 {
 		n.Schedule = DefaultSchedule()

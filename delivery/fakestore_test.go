@@ -133,9 +133,12 @@ func (s *fakeStore) Complete(id string, a storage.Attempt, out storage.Outcome) 
 		return storage.Delivery{}, storage.ErrConflict
 	}
 	s.remove(d.DIN, dueKey{d.NextAttempt, id})
-	d.Attempts = append(d.Attempts, a)
+	d.Updated = time.Now()
+	if !a.At.IsZero() { // as the real store: a zero attempt records none
+		d.Attempts = append(d.Attempts, a)
+		d.Updated = a.At
+	}
 	d.State = out.State
-	d.Updated = a.At
 	d.LastError = out.Error
 	d.NextAttempt = time.Time{}
 	switch out.State {

@@ -3,11 +3,13 @@ package delivery
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -118,6 +120,7 @@ type recorder struct {
 	mu       sync.Mutex
 	results  map[string]int
 	finished map[storage.State]int
+	circuit  []string
 }
 
 func newRecorder() *recorder {
@@ -134,6 +137,19 @@ func (r *recorder) Finished(din string, st storage.State) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.finished[st]++
+}
+
+func (r *recorder) Circuit(din string, open bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.circuit = append(r.circuit, fmt.Sprintf("%s:%t", din, open))
+}
+
+// circuits lists the circuit changes heard, as "din:open".
+func (r *recorder) circuits() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.circuit)
 }
 
 func (r *recorder) fin(st storage.State) int {

@@ -33,8 +33,11 @@ type runner struct {
 	inflight   map[string]struct{} // ids from dispatch until their outcome is recorded
 	sending    int                 // attempts talking to the destination (≤ Concurrency)
 	running    int                 // attempt goroutines; the loop ends only at zero
-	queue      []storage.Delivery  // due and not in flight: one page at most
+	queue      []storage.Delivery  // due and not in flight (circuit open: held past their span): one page at most
 	pauseUntil time.Time
+	cur        *Destination // the settings the breaker's state belongs to
+	brk        breaker
+	openSince  atomic.Int64 // the breaker's since in Unix ns, 0 while closed (read by CircuitOpen)
 }
 
 // event is news from an attempt goroutine: first that the destination is
@@ -43,6 +46,7 @@ type event struct {
 	id       string
 	sent     bool
 	storeErr bool
+	result   string // the attempt's Result*, "" when nothing was sent
 }
 
 func newRunner(d *Dispatcher, din string, dst *Destination) *runner {
@@ -80,6 +84,13 @@ func (r *runner) run() {
 	dirty := true // look at the store: at start, whatever is already due
 	for {
 		dest := r.dest.Load()
+		if dest != nil && dest != r.cur {
+			// New settings (a new URL, perhaps): judge the destination afresh.
+			if r.cur != nil && r.brk.reset() {
+				r.circuitChanged(false, "settings changed")
+			}
+			r.cur = dest
+		}
 		if dest == nil || stop == nil {
 			r.queue = nil
 			timer.Stop()
@@ -91,7 +102,7 @@ func (r *runner) run() {
 			}
 		} else {
 			dirty = r.dispatch(dest, dirty)
-			r.arm(timer, dirty)
+			r.arm(timer, dest, dirty)
 		}
 		select {
 		case <-r.wake:
@@ -105,6 +116,13 @@ func (r *runner) run() {
 			delete(r.inflight, ev.id)
 			if ev.storeErr {
 				r.pauseUntil = r.d.now().Add(storePause)
+			}
+			if r.cur != nil && r.brk.ended(r.d.now(), ev.id, ev.result, r.cur, r.d.jitter) {
+				why := "an attempt succeeded"
+				if r.brk.open {
+					why = "attempts failed in a row"
+				}
+				r.circuitChanged(r.brk.open, why)
 			}
 			dirty = true
 		case <-timer.C:
@@ -133,13 +151,16 @@ func (r *runner) exit(stopping bool) bool {
 // due deliveries when the queue is empty and something may have changed
 // (dirty). It returns whether the store still needs a look.
 func (r *runner) dispatch(dest *Destination, dirty bool) bool {
+	if r.brk.open {
+		return r.dispatchOpen(dest, dirty)
+	}
 	for r.sending < dest.Concurrency && r.running < dest.Concurrency+maxRecording && !r.d.stopped() {
 		if len(r.queue) == 0 {
 			if !dirty || r.paused() {
 				break
 			}
 			dirty = false
-			r.fetch(dest)
+			r.fetch(dest, r.d.now())
 			if len(r.queue) == 0 {
 				break
 			}
@@ -152,12 +173,13 @@ func (r *runner) dispatch(dest *Destination, dirty bool) bool {
 	return dirty
 }
 
-// fetch reads one page of due deliveries. The page is larger than the
-// in-flight set, which it includes, so it always holds new work if any is due.
-func (r *runner) fetch(dest *Destination) {
+// fetch reads one page of deliveries due by until. The page is larger than
+// the in-flight set, which it includes, so it always holds new work if any
+// is due.
+func (r *runner) fetch(dest *Destination, until time.Time) {
 	// At least as many new ones as in flight, so re-reading those is not the bulk.
 	batch := min(max(4*dest.Concurrency, r.running, minBatch), maxBatch)
-	page, err := r.d.store.Due(r.din, r.d.now(), r.running+batch)
+	page, err := r.d.store.Due(r.din, until, r.running+batch)
 	if err != nil {
 		r.d.log.Warn("delivery: reading due deliveries", "din", r.din, "error", err)
 		r.pauseUntil = r.d.now().Add(storePause)
@@ -179,24 +201,44 @@ func (r *runner) paused() bool {
 // arm sets the timer for when the loop must look again by itself: the end of
 // a store back-off, or the next due delivery (bounded by the poll interval).
 // While waiting for a free slot, a finishing attempt wakes the loop instead.
-func (r *runner) arm(t *time.Timer, dirty bool) {
+func (r *runner) arm(t *time.Timer, dest *Destination, dirty bool) {
 	t.Stop()
+	now := r.d.now()
 	var wait time.Duration
+	// At or before now means in flight or waiting for a slot: a completion
+	// wakes us.
+	soonest := func(at time.Time) {
+		if w := at.Sub(now); w > 0 && w < wait {
+			wait = w
+		}
+	}
 	switch {
 	case r.paused():
-		wait = r.pauseUntil.Sub(r.d.now())
+		wait = r.pauseUntil.Sub(now)
 	case len(r.queue) > 0 || dirty:
 		return
 	default:
 		wait = r.d.poll
-		if next, ok := r.d.store.NextDue(r.din); ok {
-			// At or before now means in flight: their completion wakes us.
-			if w := next.Sub(r.d.now()); w > 0 && w < wait {
-				wait = w
+		next, ok := r.d.store.NextDue(r.din)
+		switch {
+		case !ok:
+		case !r.brk.open:
+			soonest(next)
+		default:
+			soonest(next.Add(dest.holdSpan())) // the first held delivery to give up on
+			if r.brk.probe == "" {
+				soonest(later(next, r.brk.probeAt))
 			}
 		}
 	}
 	t.Reset(wait)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // start runs one attempt in its own goroutine; the loop hears of its steps.
@@ -207,7 +249,7 @@ func (r *runner) start(dest *Destination, dl storage.Delivery) {
 	r.d.wg.Add(1)
 	go func() {
 		defer r.d.wg.Done()
-		storeErr := r.d.attempt(dest, &dl, func() { r.events <- event{id: dl.ID, sent: true} })
-		r.events <- event{id: dl.ID, storeErr: storeErr}
+		result, storeErr := r.d.attempt(dest, &dl, func() { r.events <- event{id: dl.ID, sent: true} })
+		r.events <- event{id: dl.ID, storeErr: storeErr, result: result}
 	}()
 }

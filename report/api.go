@@ -117,7 +117,9 @@ func Collect(src Source, now time.Time) (Stats, error) {
 	if err != nil {
 		return Stats{}, storeError("hourly stats", err)
 	}
-	return Summarize(src.DINs(), counters, buckets, now), nil
+	st := Summarize(src.DINs(), counters, buckets, now)
+	markCircuits(&st, src, now)
+	return st, nil
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) error {

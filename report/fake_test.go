@@ -21,7 +21,15 @@ type fakeSource struct {
 	counters map[string]storage.DINStats
 	buckets  []storage.HourBucket
 	retried  []string
-	err      error // returned by every call when set
+	circuits map[string]time.Time // open circuits by DIN
+	err      error                // returned by every call when set
+}
+
+func (s *fakeSource) CircuitOpen(din string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	since, ok := s.circuits[din]
+	return since, ok
 }
 
 func newFakeSource(dins ...string) *fakeSource {

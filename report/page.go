@@ -213,6 +213,7 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 		return p.failErr(w, r, m, storeError("hourly stats", err))
 	}
 	data.Stats = Summarize(src.DINs(), counters, buckets, data.Now)
+	markCircuits(&data.Stats, src, data.Now)
 	data.Tally = tally(data.Stats.Destinations)
 	for _, d := range data.Stats.Destinations {
 		data.Form.DINs = append(data.Form.DINs, d.DIN)

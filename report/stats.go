@@ -98,6 +98,9 @@ type DestinationStats struct {
 	Configured   bool   `json:"configured"`
 	Health       Health `json:"health"`
 	HealthReason string `json:"health_reason"`
+	// CircuitOpenSince is set while the destination's circuit breaker holds
+	// its deliveries after attempts failed in a row (null when closed).
+	CircuitOpenSince *time.Time `json:"circuit_open_since"`
 	Counts
 }
 
@@ -209,6 +212,36 @@ func Summarize(configured []string, counters map[string]storage.DINStats, bucket
 	t.LastHour.finish()
 	t.LastDay.finish()
 	return out
+}
+
+// CircuitSource is the optional part of a Source that knows whose circuit
+// breaker is open (the delivery workers).
+type CircuitSource interface {
+	CircuitOpen(din string) (since time.Time, open bool)
+}
+
+// markCircuits marks the destinations whose circuit is open as failing:
+// nothing gets through to them, whatever the counters say yet.
+func markCircuits(st *Stats, src Source, now time.Time) {
+	cs, ok := src.(CircuitSource)
+	if !ok {
+		return
+	}
+	for i := range st.Destinations {
+		ds := &st.Destinations[i]
+		since, open := cs.CircuitOpen(ds.DIN)
+		if !open {
+			continue
+		}
+		ds.CircuitOpenSince = timePtr(since)
+		ds.Health = HealthFailing
+		ds.HealthReason = fmt.Sprintf("circuit open for %s: %s held, probing with one at a time",
+			Age(max(now.Sub(since), 0)), plural(ds.Pending, "delivery", "deliveries"))
+		if ds.LastError != nil {
+			ds.HealthReason += "; last error: " + ds.LastError.Message
+		}
+		st.Totals.Health = HealthFailing
+	}
 }
 
 // assess decides a destination's health and says why, in a few words.

@@ -431,7 +431,8 @@ if [ "$RUN_1M" = 1 ]; then
 	if [ "$ENCRYPT" = 1 ]; then key=$BENCH_DB_KEY; fi
 	$BT fill -dir "$TMP/m1/postback" -n "$N1M" -size 1024 -key "$key" | $BT tag kind=m1_fill >>"$RESULTS"
 	# The destination is dead (nothing listens on its port): every delivery
-	# stays pending, and the workers keep attempting and rescheduling them.
+	# stays pending; after 10 failed attempts the circuit breaker holds them
+	# and probes one at a time.
 	chain_caddyfile "$A_CHAIN" "$P_CHAIN" "$TMP/m1/postback" "https://127.0.0.1:$P_DEAD/collect" "0s 10s 1m 5m 30m 2h 5h 10h" >"$TMP/m1.Caddyfile"
 	# start: the first start after the fill; restart: once more, as after an
 	# upgrade; memlimit: once more with GOMEMLIMIT (Caddy sets it from a

@@ -382,9 +382,9 @@ func writeReport(w io.Writer, all []result, goOut string) {
 		if f := byKind["m1_fill"]; len(f) > 0 {
 			fill = f[0]
 		}
-		fmt.Fprintf(w, "%.0f pending deliveries of 1 KiB, destination dead (connection refused, so every delivery is attempted and rescheduled), resident memory sampled every second for %s s after each start:\n\n",
+		fmt.Fprintf(w, "%.0f pending deliveries of 1 KiB, destination dead (connection refused: after 10 failed attempts in a row its circuit opens, the backlog is held and one delivery at a time probes it), resident memory sampled every second for %s s after each start:\n\n",
 			fill.num("n"), byKindFirst(byKind, "m1_rss").str("seconds"))
-		fmt.Fprintln(w, "| phase | first request served after | RSS last | RSS peak | of which anonymous (peak) | file-backed (last) | high-water mark | Go heap peak | attempts meanwhile | pending at the end |")
+		fmt.Fprintln(w, "| phase | first request served after | RSS last | RSS peak | of which anonymous (peak) | file-backed (last) | high-water mark | Go heap peak | attempts while sampled | pending at the end |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		worstServe, worstMem, worstAnon, limAnon := 0.0, 0.0, 0.0, -1.0
 		for _, s := range serves {

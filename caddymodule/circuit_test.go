@@ -1,0 +1,101 @@
+package caddymodule
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+)
+
+// A dead destination configured with `breaker 3 1h`: after three failed
+// attempts its deliveries are held, and the stats, the report's health and
+// the metrics say so.
+func TestDeadDestinationOpensCircuit(t *testing.T) {
+	good := newTestDestination(t)
+	global := postbackGlobal(testDir(t, "store"), fmt.Sprintf(`
+		destination 2301 {
+			url %s/ok
+			ca_cert %s
+		}
+		destination 2302 {
+			url https://%s/refused
+			retry_schedule 0s 1h
+			concurrency 1
+			breaker 3 1h
+		}`, good.srv.URL, good.caFile, deadAddr(t)))
+	newTester(t, global, `
+http://127.0.0.1:{port0} {
+	route /itns.php {
+		secondary_post 2301 2302
+		respond "OK"
+	}
+}`)
+	const n = 12
+	for i := range n {
+		sendNotification(t, "/itns.php", fmt.Sprintf("transaction=SALE&n=%d", i))
+	}
+	waitFor(t, "the circuit of 2302 to open", 15*time.Second, func() bool {
+		return destStats(adminStats(t), "2302").CircuitOpenSince != nil
+	})
+	waitFor(t, "the good copies", 15*time.Second, func() bool { return len(good.requests()) == n })
+	time.Sleep(200 * time.Millisecond) // nothing more may reach 2302
+	st := adminStats(t)
+	dead, ok := destStats(st, "2302"), destStats(st, "2301")
+	if dead.Health != "failing" || !strings.HasPrefix(dead.HealthReason, "circuit open") || dead.Pending != n {
+		t.Errorf("2302: health %s (%q), %d pending", dead.Health, dead.HealthReason, dead.Pending)
+	}
+	// The threshold, plus what was sent while the third failure was being
+	// recorded; not one attempt per notification.
+	if a := dead.LastHour.Attempts; a < 3 || a > 6 {
+		t.Errorf("2302: %d attempts, want the threshold 3 (concurrency 1) and few more", a)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if a := destStats(adminStats(t), "2302").LastHour.Attempts; a != dead.LastHour.Attempts {
+		t.Errorf("2302: attempts went on while the circuit was open: %d → %d", dead.LastHour.Attempts, a)
+	}
+	if ok.CircuitOpenSince != nil || ok.Delivered != n {
+		t.Errorf("2301: %+v", ok)
+	}
+	m := scrapeMetrics(t)
+	if m[`caddy_postback_circuit_open{din="2302"}`] != 1 {
+		t.Errorf("caddy_postback_circuit_open{din=\"2302\"} = %v, want 1", m[`caddy_postback_circuit_open{din="2302"}`])
+	}
+}
+
+func TestBreakerCaddyfile(t *testing.T) {
+	adapt := func(opt string) (string, error) {
+		cfg := fmt.Sprintf("{\n\tpostback {\n\t\tdestination 1 {\n\t\t\turl https://partner.example/collect\n\t\t\t%s\n\t\t}\n\t}\n}\n", opt)
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), nil)
+		return string(out), err
+	}
+	for opt, want := range map[string]string{
+		"breaker 5 30s": `"breaker_threshold":5,"breaker_max_probe":30000000000`,
+		"breaker 20":    `"breaker_threshold":20}`,
+		"breaker off":   `"breaker_threshold":-1}`,
+	} {
+		out, err := adapt(opt)
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("%s: %v\n%s\nlacks %s", opt, err, out, want)
+		}
+	}
+	for opt, want := range map[string]string{
+		"breaker":         "wrong argument count",
+		"breaker 0":       "want a number of failed attempts",
+		"breaker off 1m":  "wrong argument count",
+		"breaker 5 soon":  "bad maximum probe interval",
+		"breaker 5 1m 2m": "wrong argument count",
+		"breaker -1":      "want a number of failed attempts",
+	} {
+		if _, err := adapt(opt); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "Caddyfile:5") {
+			t.Errorf("%s: error %v, want %q at line 5", opt, err, want)
+		}
+	}
+	// JSON: -1 is off, below is a load error.
+	d := &Destination{URL: "https://partner.example/", BreakerThreshold: -2}
+	if _, err := d.build("1", caddy.NewReplacer()); err == nil || !strings.Contains(err.Error(), "breaker_threshold") {
+		t.Errorf("breaker_threshold -2: %v", err)
+	}
+}

@@ -1,0 +1,172 @@
+package delivery
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postbackedge/caddy-postback/storage"
+)
+
+// A dead destination with a backlog: after the threshold the loop stops
+// attempting, so records are not rewritten once per pending delivery.
+func TestCircuitHoldsBacklogOfDeadDestination(t *testing.T) {
+	srv := newSink(t, alwaysFail)
+	store := newFakeStore()
+	for range 200 {
+		store.add("9", "", []byte("a=1"), time.Now(), 0)
+	}
+	obs := newRecorder()
+	logs := &logBuffer{}
+	d := run(t, store, Options{Observer: obs, Logger: logs.logger()}, &Destination{DIN: "9", URL: srv.url(t, "/"),
+		Schedule: ms(0, 3_600_000), BreakerThreshold: 5, BreakerMaxProbe: time.Hour})
+	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	since, open := d.CircuitOpen("9")
+	if !open || time.Since(since) > 5*time.Second {
+		t.Fatalf("CircuitOpen = %s, %t", since, open)
+	}
+	// In-flight attempts end; nothing new starts (the first probe is an hour away).
+	time.Sleep(100 * time.Millisecond)
+	n := len(srv.requests())
+	if n < 5 || n > 5+DefaultConcurrency {
+		t.Fatalf("%d requests; want the threshold 5 plus at most the %d in flight", n, DefaultConcurrency)
+	}
+	for range 20 {
+		store.add("9", "", []byte("a=2"), time.Now(), 0)
+		d.Notify("9")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := len(srv.requests()); got != n {
+		t.Errorf("%d more requests while the circuit is open", got-n)
+	}
+	if p := store.count(storage.StatePending); p != 220 {
+		t.Errorf("%d pending, want all 220", p)
+	}
+	if !strings.Contains(logs.String(), "circuit open") {
+		t.Error("no log line for the open circuit")
+	}
+}
+
+// A partner that comes back: a probe succeeds, the circuit closes and the
+// backlog drains at full speed.
+func TestCircuitProbeClosesAndDrains(t *testing.T) {
+	var up atomic.Bool
+	srv := newSink(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	store := newFakeStore()
+	for range 100 {
+		store.add("9", "", []byte("a=1"), time.Now(), 0)
+	}
+	obs := newRecorder()
+	d := run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
+		Schedule: ms(0, 3_600_000), BreakerThreshold: 3, BreakerMaxProbe: 20 * time.Millisecond})
+	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	// Probes come one at a time, every 20ms (±20 %).
+	time.Sleep(200 * time.Millisecond)
+	failed := len(srv.requests())
+	if failed > 3+DefaultConcurrency+15 {
+		t.Errorf("%d requests in 200ms while open; probes should be ~10", failed)
+	}
+	up.Store(true)
+	// Each failed attempt pushed its delivery an hour out; the rest drain.
+	waitFor(t, 5*time.Second, "backlog delivered", func() bool {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		for _, dl := range store.recs {
+			if dl.State != storage.StateDelivered && len(dl.Attempts) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if n := store.count(storage.StateDelivered); n < 100-failed-1 {
+		t.Errorf("%d delivered after %d failed requests", n, failed)
+	}
+	if got := obs.circuits(); !slices.Equal(got, []string{"9:true", "9:false"}) {
+		t.Errorf("circuit changes %v", got)
+	}
+	if _, open := d.CircuitOpen("9"); open {
+		t.Error("CircuitOpen still true")
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.overlaps != 0 {
+		t.Errorf("%d overlapping attempts", srv.overlaps)
+	}
+}
+
+// Held deliveries are spooled once they have waited their whole schedule,
+// without the attempts the open circuit spared them.
+func TestCircuitSpoolsHeldDeliveriesAfterTheirSpan(t *testing.T) {
+	srv := newSink(t, alwaysFail)
+	store := newFakeStore()
+	var ids []string
+	for range 30 {
+		ids = append(ids, store.add("9", "", []byte("a=1"), time.Now(), 0))
+	}
+	var spooled atomic.Int32
+	spool := spoolFunc(func(din, id string, p []byte) (string, error) {
+		if string(p) != "a=1" {
+			t.Errorf("spooled %q", p)
+		}
+		spooled.Add(1)
+		return "/spool/" + id, nil
+	})
+	obs := newRecorder()
+	run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
+		Schedule: ms(0, 100, 100), BreakerThreshold: 2, BreakerMaxProbe: time.Hour, Spool: spool})
+	start := time.Now()
+	waitFor(t, 10*time.Second, "all spooled", func() bool { return store.count(storage.StateSpooled) == 30 })
+	if el := time.Since(start); el < 200*time.Millisecond {
+		t.Errorf("spooled after %s, before the 200ms span", el)
+	}
+	var untouched int
+	for _, id := range ids {
+		dl := store.get(id)
+		if len(dl.Attempts) == 0 {
+			untouched++
+			if !strings.Contains(dl.LastError, "circuit open") || dl.SpoolFile != "/spool/"+id {
+				t.Errorf("held delivery: %+v", dl)
+			}
+		}
+	}
+	// Without the breaker: 30 × 3 requests.
+	if n := len(srv.requests()); n > 2+DefaultConcurrency+2*2 || untouched < 20 {
+		t.Errorf("%d requests, %d deliveries spooled without an attempt", n, untouched)
+	}
+	if int(spooled.Load()) != 30 || obs.fin(storage.StateSpooled) != 30 {
+		t.Errorf("spooler called %d times, observer heard %d", spooled.Load(), obs.fin(storage.StateSpooled))
+	}
+}
+
+// New settings (a corrected URL) are judged afresh: no waiting for the probe.
+func TestCircuitResetBySettingsChange(t *testing.T) {
+	dead := newSink(t, alwaysFail)
+	good := newSink(t, nil)
+	store := newFakeStore()
+	for range 50 {
+		store.add("9", "", []byte("a=1"), time.Now(), 0)
+	}
+	obs := newRecorder()
+	dest := func(s *sink) *Destination {
+		return &Destination{DIN: "9", URL: s.url(t, "/"), Schedule: ms(0, 3_600_000), BreakerThreshold: 3, BreakerMaxProbe: time.Hour}
+	}
+	d := run(t, store, Options{Observer: obs}, dest(dead))
+	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	d.SetDestinations([]*Destination{dest(good)})
+	// The deliveries that failed once are due in an hour; the others now.
+	waitFor(t, 5*time.Second, "untouched ones delivered", func() bool {
+		return store.count(storage.StateDelivered) == 50-len(dead.requests())
+	})
+	if got := obs.circuits(); !slices.Equal(got, []string{"9:true", "9:false"}) {
+		t.Errorf("circuit changes %v", got)
+	}
+}
