@@ -15,9 +15,9 @@ import (
 // sent once the destination is done with (before the spool and the store
 // write), so that a synced store write does not hold a destination slot. It
 // reports whether the store failed, so that the DIN's loop backs off instead
-// of spinning on a delivery it cannot progress, and the attempt's Result*
-// ("" when nothing was sent), which the circuit breaker counts.
-func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func()) (result string, storeErr bool) {
+// of spinning on a delivery it cannot progress, and what the circuit breaker
+// needs to know.
+func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func()) (end attemptEnd) {
 	sent = sync.OnceFunc(sent)
 	defer sent()
 	payload, ok := d.fresh.take(dl.ID)
@@ -29,18 +29,20 @@ func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func(
 		// A pending delivery without payload cannot be sent; make it visible
 		// (failed, kept for an operator) rather than retry it forever.
 		a := storage.Attempt{At: d.now(), Error: "payload missing"}
-		return "", d.complete(dest, dl, a, storage.Outcome{State: storage.StateFailed, Error: "payload missing from store"})
+		end.storeErr = d.complete(dest, dl, a, storage.Outcome{State: storage.StateFailed, Error: "payload missing from store"})
+		return end
 	}
 	if err != nil {
 		d.log.Warn("delivery: reading payload", "din", dest.DIN, "id", dl.ID, "error", err)
-		return "", true
+		end.storeErr = true
+		return end
 	}
 
 	n := len(dl.Attempts) + 1
 	s := d.send(dest, dl, payload, n)
 	sent()
 	if s.cancelled {
-		return "", false // left pending: at-least-once, retried after restart
+		return end // left pending: at-least-once, retried after restart
 	}
 	if d.obs != nil {
 		d.obs.Attempted(dest.DIN, s.result, s.attempt.Duration)
@@ -50,7 +52,19 @@ func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func(
 		d.log.Debug("delivery: attempt failed, will retry", "din", dest.DIN, "id", dl.ID,
 			"attempt", n, "status", s.attempt.Status, "error", s.attempt.Error, "next_attempt", out.NextAttempt)
 	}
-	return s.result, d.complete(dest, dl, s.attempt, out)
+	end.result = s.result
+	if s.hasRA {
+		end.retryAfter = min(s.retryAfter, d.maxRetryAfter)
+	}
+	end.storeErr = d.complete(dest, dl, s.attempt, out)
+	return end
+}
+
+// attemptEnd is what the DIN's loop learns when an attempt is over.
+type attemptEnd struct {
+	result     string        // Result*, "" when nothing was sent
+	retryAfter time.Duration // the destination's Retry-After, bounded; 0 without
+	storeErr   bool          // the store failed: back off
 }
 
 // decide turns an attempt into the delivery's next state.

@@ -33,10 +33,12 @@ type breaker struct {
 	probe   string        // the probe in flight, "" when none
 }
 
-// ended records an attempt's end: result is a Result* constant, or "" when
-// nothing was sent (cancelled, payload unreadable, a give-up). It returns
-// whether the circuit opened or closed.
-func (b *breaker) ended(now time.Time, id, result string, dest *Destination, jitter float64) (changed bool) {
+// ended records an attempt's end: its result is a Result* constant, or ""
+// when nothing was sent (cancelled, payload unreadable, a give-up). A
+// destination's Retry-After puts the next probe no earlier than it asks. It
+// returns whether the circuit opened or closed.
+func (b *breaker) ended(now time.Time, id string, end attemptEnd, dest *Destination, jitter float64) (changed bool) {
+	result := end.result
 	wasProbe := id != "" && id == b.probe
 	if wasProbe {
 		b.probe = ""
@@ -65,9 +67,14 @@ func (b *breaker) ended(now time.Time, id, result string, dest *Destination, jit
 		b.since = now
 		b.wait = min(DefaultFirstProbe, dest.BreakerMaxProbe)
 		b.probeAt = now.Add(jittered(b.wait, jitter))
-		return true
+		changed = true
 	}
-	return false
+	if b.open && end.retryAfter > 0 {
+		if t := now.Add(end.retryAfter); t.After(b.probeAt) {
+			b.probeAt = t
+		}
+	}
+	return changed
 }
 
 // mayProbe reports whether a probe may start now.

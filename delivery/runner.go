@@ -43,10 +43,9 @@ type runner struct {
 // event is news from an attempt goroutine: first that the destination is
 // done with (sent), then that the attempt ended.
 type event struct {
-	id       string
-	sent     bool
-	storeErr bool
-	result   string // the attempt's Result*, "" when nothing was sent
+	id   string
+	sent bool
+	end  attemptEnd
 }
 
 func newRunner(d *Dispatcher, din string, dst *Destination) *runner {
@@ -114,10 +113,10 @@ func (r *runner) run() {
 			}
 			r.running--
 			delete(r.inflight, ev.id)
-			if ev.storeErr {
+			if ev.end.storeErr {
 				r.pauseUntil = r.d.now().Add(storePause)
 			}
-			if r.cur != nil && r.brk.ended(r.d.now(), ev.id, ev.result, r.cur, r.d.jitter) {
+			if r.cur != nil && r.brk.ended(r.d.now(), ev.id, ev.end, r.cur, r.d.jitter) {
 				why := "an attempt succeeded"
 				if r.brk.open {
 					why = "attempts failed in a row"
@@ -249,7 +248,7 @@ func (r *runner) start(dest *Destination, dl storage.Delivery) {
 	r.d.wg.Add(1)
 	go func() {
 		defer r.d.wg.Done()
-		result, storeErr := r.d.attempt(dest, &dl, func() { r.events <- event{id: dl.ID, sent: true} })
-		r.events <- event{id: dl.ID, storeErr: storeErr, result: result}
+		end := r.d.attempt(dest, &dl, func() { r.events <- event{id: dl.ID, sent: true} })
+		r.events <- event{id: dl.ID, end: end}
 	}()
 }
