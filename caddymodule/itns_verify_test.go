@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestITNSVerifyCaddyfile(t *testing.T) {
@@ -324,7 +325,10 @@ func TestITNSServeDeduped(t *testing.T) {
 		}
 	}
 	if n := logs.FilterMessage("itns notification verified").FilterField(zap.Int("secret_index", 0)).Len(); n == 0 {
-		t.Error("accepted notifications are not logged with their secret index")
+		t.Error("accepted notifications are not logged (debug) with their secret index")
+	}
+	if n := testutil.ToFloat64(v.metrics.Verified.WithLabelValues("0")); n < 5 {
+		t.Errorf("caddy_postback_itns_verified_total{secret_index=\"0\"} = %v, want one per accepted notification", n)
 	}
 }
 

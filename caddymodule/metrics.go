@@ -27,6 +27,7 @@ type Metrics struct {
 	CircuitOpen   *prometheus.GaugeVec
 	DeliverySecs  *prometheus.HistogramVec
 	DedupeReplays *prometheus.CounterVec
+	Verified      *prometheus.CounterVec
 }
 
 func (*Metrics) Destruct() error { return nil }
@@ -44,6 +45,7 @@ func newMetrics() *Metrics {
 		Spooled:       counter("spooled_total", "Deliveries written PGP-encrypted to the spool folder.", "din"),
 		Failed:        counter("failed_total", "Deliveries that exhausted their retry schedule without a spool.", "din"),
 		DedupeReplays: counter("replays_total", "Replayed notifications answered from the first response, by handler outcome.", "outcome"),
+		Verified:      counter("itns_verified_total", "Notifications whose signature matched, by the index of the configured secret that matched (from 0).", "secret_index"),
 		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "queue_depth", Help: "Pending deliveries.",
 		}, []string{"din"}),
@@ -60,7 +62,7 @@ func newMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Filtered, m.Enqueued, m.Attempts, m.Delivered, m.Spooled,
-		m.Failed, depthCollector{m.QueueDepth}, m.CircuitOpen, m.DeliverySecs, m.DedupeReplays}
+		m.Failed, depthCollector{m.QueueDepth}, m.CircuitOpen, m.DeliverySecs, m.DedupeReplays, m.Verified}
 }
 
 // depthCollector sets the queue-depth gauge from the open stores when it is
