@@ -352,3 +352,50 @@ http://127.0.0.1:{port0} {
 		t.Fatalf("upstream hits %d, want 4", up.hits.Load())
 	}
 }
+
+// The rotation procedure of the README: which secret matched shows in the
+// metric and, through log_append, in the access log.
+func TestITNSIntegrationSecretIndexReported(t *testing.T) {
+	up := newITNSUpstream(t)
+	accessLog := testDir(t, "access") + "/access.log"
+	newTester(t, "", strings.NewReplacer("UPSTREAM", up.addr(), "ACCESSLOG", accessLog).Replace(`
+http://127.0.0.1:{port0} {
+	log {
+		output file ACCESSLOG
+	}
+	route /itns.php {
+		itns_verify {
+			secret new-secret old-secret
+			prefix c
+		}
+		log_append secret_index {postback.itns.secret_index}
+		reverse_proxy UPSTREAM
+	}
+}
+`))
+	before := scrapeMetrics(t)
+	for _, secret := range []string{"old-secret", "new-secret", "old-secret"} {
+		r := itnsPost(t, testURL(0, "/itns.php"), itnsFormType, strings.NewReader(sign(t, secret, "c", "ctransaction=SALE", "ctransreceipt=R"+secret)))
+		if r.status != 200 {
+			t.Fatalf("signed with %s: %d %q", secret, r.status, r.body)
+		}
+	}
+	after := scrapeMetrics(t)
+	for idx, want := range map[string]float64{"0": 1, "1": 2} {
+		series := `caddy_postback_itns_verified_total{secret_index="` + idx + `"}`
+		if got := after[series] - before[series]; got != want {
+			t.Errorf("%s grew by %v, want %v", series, got, want)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(accessLog)
+		if strings.Count(string(b), `"secret_index":1`) == 2 && strings.Count(string(b), `"secret_index":0`) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access log lacks the secret indexes:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
