@@ -75,6 +75,7 @@ BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/postback-bench.XXXXXX")
 chmod 755 "$TMP" # nginx's workers may run as another user
 PIDS=()
+CGDIRS=()
 cleanup() {
 	local p
 	for p in "${PIDS[@]}"; do
@@ -82,6 +83,9 @@ cleanup() {
 	done
 	for p in "${PIDS[@]}"; do
 		wait "$p" 2>/dev/null || true
+	done
+	for p in "${CGDIRS[@]}"; do
+		rmdir "$p" 2>/dev/null || true
 	done
 	if [ "$KEEP" = 1 ]; then
 		log "kept $TMP"
@@ -180,6 +184,29 @@ EOF
 
 KEYLINE=""
 [ "$ENCRYPT" = 1 ] && KEYLINE="encryption_key {env.BENCH_DB_KEY}"
+# cg_make MIB: a memory cgroup limited to MIB under this shell's own (what
+# systemd's MemoryMax= makes); prints its folder. Fails where the cgroup file
+# system is not ours to write (most containers, non-root), and the 1M test
+# then skips that phase.
+cg_make() { # MIB
+	local rel dir
+	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then # v2
+		rel=$(sed -n 's/^0:://p' /proc/self/cgroup)
+		dir="/sys/fs/cgroup${rel%/}/postback-bench-$$"
+		mkdir "$dir" 2>/dev/null || return 1
+		CGDIRS+=("$dir")
+		echo "$(($1 << 20))" >"$dir/memory.max" 2>/dev/null || return 1
+	else # v1
+		rel=$(awk -F: '$2 == "memory" {print $3}' /proc/self/cgroup)
+		[ -n "$rel" ] && [ -d "/sys/fs/cgroup/memory$rel" ] || return 1
+		dir="/sys/fs/cgroup/memory${rel%/}/postback-bench-$$"
+		mkdir "$dir" 2>/dev/null || return 1
+		CGDIRS+=("$dir")
+		echo "$(($1 << 20))" >"$dir/memory.limit_in_bytes" 2>/dev/null || return 1
+	fi
+	echo "$dir"
+}
+
 chain_caddyfile() { # ADMIN PORT STORE DEST_URL SCHEDULE [CONCURRENCY]
 	cat <<EOF
 {
@@ -434,6 +461,15 @@ if [ "$RUN_1M" = 1 ]; then
 	# stays pending; after 10 failed attempts the circuit breaker holds them
 	# and probes one at a time.
 	chain_caddyfile "$A_CHAIN" "$P_CHAIN" "$TMP/m1/postback" "https://127.0.0.1:$P_DEAD/collect" "0s 10s 1m 5m 30m 2h 5h 10h" >"$TMP/m1.Caddyfile"
+	# A copy for the first start inside a memory cgroup (below), when we may
+	# make one.
+	CG_MIB=${BENCH_1M_CGROUP_MIB:-128}
+	cg_dir=$(cg_make "$CG_MIB") || cg_dir=""
+	if [ -n "$cg_dir" ]; then
+		cp -a "$TMP/m1/postback" "$TMP/m1/postback-cg"
+	else
+		log "1M test: no memory cgroup can be made here; the cgroup phase is skipped"
+	fi
 	# start: the first start after the fill; restart: once more, as after an
 	# upgrade; memlimit: once more with GOMEMLIMIT (Caddy sets it from a
 	# cgroup memory limit by itself, e.g. systemd's MemoryMax).
@@ -453,6 +489,25 @@ if [ "$RUN_1M" = 1 ]; then
 		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 	done
 	du -sm "$TMP/m1/postback" | awk '{print "{\"mib\":" $1 "}"}' | $BT tag kind=m1_du >>"$RESULTS"
+	# The first start after the fill once more, inside a memory cgroup of
+	# CG_MIB (a deployment's MemoryMax=): the kernel counts anonymous memory
+	# and the page cache the process causes, reclaims clean file pages at the
+	# limit and kills above it; Caddy sets GOMEMLIMIT from the limit itself.
+	if [ -n "$cg_dir" ]; then
+		log "1M test: first start inside a ${CG_MIB} MiB memory cgroup"
+		chain_caddyfile "$A_CHAIN" "$P_CHAIN" "$TMP/m1/postback-cg" "https://127.0.0.1:$P_DEAD/collect" "0s 10s 1m 5m 30m 2h 5h 10h" >"$TMP/m1cg.Caddyfile"
+		# shellcheck disable=SC2016 # $$ and $0 are the inner shell's
+		out=$($BT firstserve -url "${URL[chain]}" -body "$TMP/itns.body" -log "$TMP/m1-cgroup.log" -timeout 120s -- \
+			sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg_dir" "$BIN" run --config "$TMP/m1cg.Caddyfile" --adapter caddyfile)
+		pid=$(echo "$out" | sed -E 's/.*"pid":([0-9]+).*/\1/')
+		PIDS+=("$pid")
+		echo "$out" | $BT tag kind=m1_serve phase=cgroup >>"$RESULTS"
+		$BT rss -pid "$pid" -for "${BENCH_1M_RSS_SECONDS:-60}s" -admin "127.0.0.1:$A_CHAIN" -cgroup "$cg_dir" |
+			$BT tag kind=m1_rss phase=cgroup seconds="${BENCH_1M_RSS_SECONDS:-60}" >>"$RESULTS"
+		kill -TERM "$pid" 2>/dev/null || true
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+		rm -rf "$TMP/m1/postback-cg"
+	fi
 fi
 
 # --- Go benchmarks ---------------------------------------------------------------------

@@ -387,6 +387,9 @@ func writeReport(w io.Writer, all []result, goOut string) {
 		fmt.Fprintln(w, "| phase | first request served after | RSS last | RSS peak | of which anonymous (peak) | file-backed (last) | high-water mark | Go heap peak | attempts while sampled | pending at the end |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		worstServe, worstMem, worstAnon, limAnon := 0.0, 0.0, 0.0, -1.0
+		hwm := map[string]float64{}
+		var cg result
+		var cgServe float64
 		for _, s := range serves {
 			ph := s.str("phase")
 			m := result{}
@@ -396,14 +399,20 @@ func writeReport(w io.Writer, all []result, goOut string) {
 				}
 			}
 			label := ph
-			if ph == "memlimit" {
+			switch ph {
+			case "memlimit":
 				label = "restart with GOMEMLIMIT=100MiB"
+			case "cgroup":
+				label = fmt.Sprintf("first start in a %.0f MiB memory cgroup", m.num("cg_limit_mib"))
+				cg = m
+				cgServe = s.num("ms")
 			}
 			fmt.Fprintf(w, "| %s | %.0f ms | %.0f MiB | %.0f MiB | %.0f MiB | %.0f MiB | %.0f MiB | %.0f MiB | %.0f | %.0f |\n", label, s.num("ms"),
 				m.num("rss_mib"), m.num("rss_peak_mib"), m.num("anon_peak_mib"), m.num("file_mib"), m.num("hwm_mib"), m.num("heap_peak_mib"), m.num("attempts"), m.num("pending"))
 			worstServe = max(worstServe, s.num("ms"))
-			if ph != "memlimit" {
+			if ph != "memlimit" && ph != "cgroup" {
 				worstMem = max(worstMem, m.num("hwm_mib"))
+				hwm[ph] = m.num("hwm_mib")
 				worstAnon = max(worstAnon, m.num("anon_peak_mib"))
 			} else {
 				limAnon = m.num("anon_peak_mib")
@@ -416,10 +425,29 @@ func writeReport(w io.Writer, all []result, goOut string) {
 			fmt.Fprintf(w, "; %0.f MiB on disk after both runs", du[0].num("mib"))
 		}
 		fmt.Fprint(w, ".\n\n")
+		if cg != nil {
+			fate := "still running at the end"
+			if cg.num("died") != 0 {
+				fate = "**killed** before the end"
+			}
+			fmt.Fprintf(w, "In the memory cgroup (limit %.0f MiB, as systemd's `MemoryMax=` sets; Caddy takes `GOMEMLIMIT` from it): the kernel's peak charge (anonymous memory plus the page cache the process caused) %.0f MiB, OOM kills %.0f, the process %s.\n\n",
+				cg.num("cg_limit_mib"), cg.num("cg_peak_mib"), cg.num("cg_oom"), fate)
+		}
 		n := fmt.Sprintf("%.0f", fill.num("n"))
 		targets = append(targets,
-			target{"resident memory ≤ 128 MiB with " + n + " pending (VmHWM, file-backed pages included)", fmt.Sprintf("%.0f MiB (anonymous peak %.0f MiB)", worstMem, worstAnon), yes(worstMem <= 128)},
+			target{"resident memory ≤ 128 MiB with " + n + " pending (VmHWM, file-backed pages included)", fmt.Sprintf("%.0f MiB (anonymous peak %.0f MiB); first start after the fill %.0f MiB, restart %.0f MiB", worstMem, worstAnon, hwm["start"], hwm["restart"]), yes(worstMem <= 128)},
 			target{"restart with " + n + " pending serves within 2 s", fmt.Sprintf("%.0f ms", worstServe), yes(worstServe <= 2000)})
+		if cg != nil {
+			// The kernel holds the charge at the limit by reclaiming page
+			// cache; what matters is that the process lives and serves.
+			ok := cg.num("cg_limit_mib") <= 128 && cg.num("died") == 0 && cg.num("cg_oom") == 0 && cgServe > 0 && cgServe <= 2000
+			peak := fmt.Sprintf("%.0f MiB", cg.num("cg_peak_mib"))
+			if cg.num("cg_peak_mib") >= cg.num("cg_limit_mib")-1 {
+				peak += " (at the limit: page cache reclaimed)"
+			}
+			targets = append(targets, target{fmt.Sprintf("the same, first start in a %.0f MiB memory cgroup: serves within 2 s, no OOM kill", cg.num("cg_limit_mib")),
+				fmt.Sprintf("first request after %.0f ms, peak charge %s, %.0f OOM kills", cgServe, peak, cg.num("cg_oom")), yes(ok)})
+		}
 		if limAnon >= 0 {
 			targets = append(targets, target{"(for reference) anonymous memory with " + n + " pending under GOMEMLIMIT=100MiB", fmt.Sprintf("%.0f MiB peak", limAnon), "n/a"})
 		}

@@ -303,6 +303,7 @@ func cmdRSS(args []string) error {
 	pid := fs.Int("pid", 0, "process id (required)")
 	dur := fs.Duration("for", 0, "sample for this long")
 	admin := fs.String("admin", "", "Caddy admin address (optional)")
+	cgroup := fs.String("cgroup", "", "memory cgroup folder the process runs in (optional): its limit, peak and OOM count")
 	_ = fs.Parse(args)
 	if *pid == 0 {
 		return errors.New("-pid is required")
@@ -316,8 +317,13 @@ func cmdRSS(args []string) error {
 		}
 	}
 	end := time.Now().Add(*dur)
+	died := false
 	for {
 		m, err := procStatus(*pid)
+		if err != nil && last.RSS > 0 {
+			died = true // gone while sampled: killed (by a memory limit, say)
+			break
+		}
 		if err != nil {
 			return err
 		}
@@ -337,6 +343,14 @@ func cmdRSS(args []string) error {
 	out := map[string]any{
 		"rss_mib": round3(last.RSS), "rss_peak_mib": round3(peak), "hwm_mib": round3(last.HWM),
 		"anon_mib": round3(last.Anon), "anon_peak_mib": round3(peakAnon), "file_mib": round3(last.File),
+	}
+	if *cgroup != "" {
+		if cg, ok := readCgroupMem(*cgroup); ok {
+			out["cg_limit_mib"], out["cg_peak_mib"], out["cg_oom"] = round3(cg.LimitMiB), round3(cg.PeakMiB), cg.OOMKills
+		}
+	}
+	if died {
+		out["died"] = true
 	}
 	if *admin != "" {
 		out["heap_peak_mib"] = round3(peakHeap)
