@@ -20,21 +20,9 @@ import (
 func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func()) (end attemptEnd) {
 	sent = sync.OnceFunc(sent)
 	defer sent()
-	payload, ok := d.fresh.take(dl.ID)
-	var err error
+	payload, ok, storeErr := d.payload(dest, dl, storage.Attempt{At: d.now(), Error: "payload missing"})
 	if !ok {
-		payload, err = d.store.Payload(dl.ID)
-	}
-	if errors.Is(err, storage.ErrNotFound) {
-		// A pending delivery without payload cannot be sent; make it visible
-		// (failed, kept for an operator) rather than retry it forever.
-		a := storage.Attempt{At: d.now(), Error: "payload missing"}
-		end.storeErr = d.complete(dest, dl, a, storage.Outcome{State: storage.StateFailed, Error: "payload missing from store"})
-		return end
-	}
-	if err != nil {
-		d.log.Warn("delivery: reading payload", "din", dest.DIN, "id", dl.ID, "error", err)
-		end.storeErr = true
+		end.storeErr = storeErr
 		return end
 	}
 
@@ -95,20 +83,32 @@ func (d *Dispatcher) exhaust(dest *Destination, dl *storage.Delivery, payload []
 	return storage.Outcome{State: storage.StateSpooled, SpoolFile: path}
 }
 
+// payload is what dl sends: handed over at enqueue, or read from the store.
+// Without it (ok false) a missing payload has made the delivery failed,
+// recording a (zero: none), since a pending delivery without payload cannot
+// be sent and must be visible to an operator rather than retried forever;
+// storeErr reports a store that could not be read or written.
+func (d *Dispatcher) payload(dest *Destination, dl *storage.Delivery, a storage.Attempt) (payload []byte, ok, storeErr bool) {
+	if p, ok := d.fresh.take(dl.ID); ok {
+		return p, true, false
+	}
+	p, err := d.store.Payload(dl.ID)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil, false, d.complete(dest, dl, a, storage.Outcome{State: storage.StateFailed, Error: "payload missing from store"})
+	case err != nil:
+		d.log.Warn("delivery: reading payload", "din", dest.DIN, "id", dl.ID, "error", err)
+		return nil, false, true
+	}
+	return p, true, false
+}
+
 // giveUp ends a delivery that an open circuit (breaker.go) has held past its
 // span: spooled, or failed without a spool, and no further attempt.
 func (d *Dispatcher) giveUp(dest *Destination, dl *storage.Delivery, since time.Time) (storeErr bool) {
-	payload, ok := d.fresh.take(dl.ID)
-	var err error
+	payload, ok, storeErr := d.payload(dest, dl, storage.Attempt{})
 	if !ok {
-		payload, err = d.store.Payload(dl.ID)
-	}
-	if errors.Is(err, storage.ErrNotFound) {
-		return d.complete(dest, dl, storage.Attempt{}, storage.Outcome{State: storage.StateFailed, Error: "payload missing from store"})
-	}
-	if err != nil {
-		d.log.Warn("delivery: reading payload", "din", dest.DIN, "id", dl.ID, "error", err)
-		return true
+		return storeErr
 	}
 	why := fmt.Sprintf("destination failing since %s (circuit open); held for its whole retry schedule after %d attempts",
 		since.UTC().Format(time.RFC3339), len(dl.Attempts))
