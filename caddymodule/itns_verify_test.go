@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -187,6 +188,7 @@ func newTestITNSVerify(t *testing.T, secret string) (*ITNSVerify, *observer.Obse
 	}
 	v.logger = zap.New(core)
 	v.metrics = newMetrics()
+	v.verified = []prometheus.Counter{v.metrics.Verified.WithLabelValues("0")}
 	v.denier = &denier{logger: v.logger, metrics: v.metrics}
 	v.busyDenier = v.denier
 	v.retryAfter = "2"

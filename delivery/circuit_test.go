@@ -170,3 +170,24 @@ func TestCircuitResetBySettingsChange(t *testing.T) {
 		t.Errorf("circuit changes %v", got)
 	}
 }
+
+// A DIN removed (or a dispatcher stopped) with its circuit open reports it
+// closed, so that a gauge does not stay at 1 for a loop that is gone.
+func TestCircuitClosedWhenLoopEnds(t *testing.T) {
+	srv := newSink(t, alwaysFail)
+	store := newFakeStore()
+	for range 20 {
+		store.add("9", "", []byte("a=1"), time.Now(), 0)
+	}
+	obs := newRecorder()
+	d := run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
+		Schedule: ms(0, 3_600_000), BreakerThreshold: 2, BreakerMaxProbe: time.Hour})
+	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	d.SetDestinations(nil)
+	waitFor(t, 5*time.Second, "circuit reported closed", func() bool {
+		return slices.Equal(obs.circuits(), []string{"9:true", "9:false"})
+	})
+	if _, open := d.CircuitOpen("9"); open {
+		t.Error("CircuitOpen true for a removed DIN")
+	}
+}

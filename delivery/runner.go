@@ -84,9 +84,10 @@ func (r *runner) run() {
 	for {
 		dest := r.dest.Load()
 		if dest != nil && dest != r.cur {
-			// New settings (a new URL, perhaps): judge the destination afresh.
+			// A config load (a corrected URL, perhaps): judge the destination
+			// afresh; at worst it costs the threshold's attempts again.
 			if r.cur != nil && r.brk.reset() {
-				r.circuitChanged(false, "settings changed")
+				r.circuitChanged(false, "configuration loaded")
 			}
 			r.cur = dest
 		}
@@ -95,6 +96,9 @@ func (r *runner) run() {
 			timer.Stop()
 			if r.running == 0 {
 				if r.exit(stop == nil) {
+					if r.brk.reset() { // nobody will close it: the gauge must not stay at 1
+						r.circuitChanged(false, "stopped")
+					}
 					return
 				}
 				continue // revived by SetDestinations
