@@ -18,7 +18,7 @@ const (
 // Why: without it a dead partner costs one attempt and one rewritten record
 // per pending delivery per retry round. With a large backlog that keeps the
 // store compacting (the memory of a million pending deliveries was Badger's
-// table builders, BENCHMARKS.md) and hammers the partner when it comes back.
+// table builders, BENCHMARKS.md), and keeps hammering a partner that is down.
 //
 // Held deliveries are not forgotten: once one has waited the sum of its
 // retry schedule's delays past its due time, it is spooled without another
