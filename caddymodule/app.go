@@ -170,6 +170,11 @@ func (a *App) Start() error {
 	e.sensitive.Store(a.sensitive)
 	close(a.started)
 	e.dispatcher.SetDestinations(a.destList())
+	for _, din := range a.DINs() {
+		// The series exists (at 0) before any circuit opens, so an alert on
+		// it sees the destination from the start; an existing value stays.
+		a.metrics.CircuitOpen.WithLabelValues(din)
+	}
 	a.logger.Info("postback started", zap.String("storage_dir", a.dir), zap.Strings("destinations", a.DINs()))
 	return nil
 }

@@ -63,6 +63,9 @@ http://127.0.0.1:{port0} {
 	if m[`caddy_postback_circuit_open{din="2302"}`] != 1 {
 		t.Errorf("caddy_postback_circuit_open{din=\"2302\"} = %v, want 1", m[`caddy_postback_circuit_open{din="2302"}`])
 	}
+	if v, ok := m[`caddy_postback_circuit_open{din="2301"}`]; !ok || v != 0 {
+		t.Errorf("caddy_postback_circuit_open{din=\"2301\"} = %v (present %t), want 0 from the start", v, ok)
+	}
 }
 
 func TestBreakerCaddyfile(t *testing.T) {
