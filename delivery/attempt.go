@@ -5,33 +5,42 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
 // attempt makes one attempt of dl at dest and records its outcome. It calls
-// sent once the destination is done with (before the spool and the store
-// write), so that a synced store write does not hold a destination slot. It
-// reports whether the store failed, so that the DIN's loop backs off instead
-// of spinning on a delivery it cannot progress, and what the circuit breaker
-// needs to know.
-func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func()) (end attemptEnd) {
-	sent = sync.OnceFunc(sent)
-	defer sent()
+// sent exactly once, as soon as the destination is done with (before the
+// spool and the store write), with what it answered: a synced store write
+// then holds no destination slot, and the circuit breaker hears of a failure
+// before the next attempt starts. It reports whether the store failed, so
+// that the DIN's loop backs off instead of spinning on a delivery it cannot
+// progress.
+func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func(answer)) (storeErr bool) {
+	reported := false
+	report := func(a answer) {
+		if !reported {
+			reported = true
+			sent(a)
+		}
+	}
+	defer report(answer{})
 	payload, ok, storeErr := d.payload(dest, dl, storage.Attempt{At: d.now(), Error: "payload missing"})
 	if !ok {
-		end.storeErr = storeErr
-		return end
+		return storeErr
 	}
 
 	n := len(dl.Attempts) + 1
 	s := d.send(dest, dl, payload, n)
-	sent()
 	if s.cancelled {
-		return end // left pending: at-least-once, retried after restart
+		return false // left pending: at-least-once, retried after restart
 	}
+	a := answer{result: s.result}
+	if s.hasRA {
+		a.retryAfter = min(s.retryAfter, d.maxRetryAfter)
+	}
+	report(a)
 	if d.obs != nil {
 		d.obs.Attempted(dest.DIN, s.result, s.attempt.Duration)
 	}
@@ -40,19 +49,13 @@ func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func(
 		d.log.Debug("delivery: attempt failed, will retry", "din", dest.DIN, "id", dl.ID,
 			"attempt", n, "status", s.attempt.Status, "error", s.attempt.Error, "next_attempt", out.NextAttempt)
 	}
-	end.result = s.result
-	if s.hasRA {
-		end.retryAfter = min(s.retryAfter, d.maxRetryAfter)
-	}
-	end.storeErr = d.complete(dest, dl, s.attempt, out)
-	return end
+	return d.complete(dest, dl, s.attempt, out)
 }
 
-// attemptEnd is what the DIN's loop learns when an attempt is over.
-type attemptEnd struct {
+// answer is what the destination said to an attempt, for the circuit breaker.
+type answer struct {
 	result     string        // Result*, "" when nothing was sent
-	retryAfter time.Duration // the destination's Retry-After, bounded; 0 without
-	storeErr   bool          // the store failed: back off
+	retryAfter time.Duration // its Retry-After, bounded; 0 without
 }
 
 // decide turns an attempt into the delivery's next state.

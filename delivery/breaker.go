@@ -33,12 +33,12 @@ type breaker struct {
 	probe   string        // the probe in flight, "" when none
 }
 
-// ended records an attempt's end: its result is a Result* constant, or ""
-// when nothing was sent (cancelled, payload unreadable, a give-up). A
-// destination's Retry-After puts the next probe no earlier than it asks. It
-// returns whether the circuit opened or closed.
-func (b *breaker) ended(now time.Time, id string, end attemptEnd, dest *Destination, jitter float64) (changed bool) {
-	result := end.result
+// ended records what the destination answered attempt id: a Result*
+// constant, or "" when nothing was sent (cancelled, payload unreadable). Its
+// Retry-After puts the next probe no earlier than it asks. It returns
+// whether the circuit opened or closed.
+func (b *breaker) ended(now time.Time, id string, a answer, dest *Destination, jitter float64) (changed bool) {
+	result := a.result
 	wasProbe := id != "" && id == b.probe
 	if wasProbe {
 		b.probe = ""
@@ -69,8 +69,8 @@ func (b *breaker) ended(now time.Time, id string, end attemptEnd, dest *Destinat
 		b.probeAt = now.Add(jittered(b.wait, jitter))
 		changed = true
 	}
-	if b.open && end.retryAfter > 0 {
-		if t := now.Add(end.retryAfter); t.After(b.probeAt) {
+	if b.open && a.retryAfter > 0 {
+		if t := now.Add(a.retryAfter); t.After(b.probeAt) {
 			b.probeAt = t
 		}
 	}

@@ -70,7 +70,7 @@ func (r *runner) startGiveUp(dest *Destination, dl storage.Delivery) {
 	go func() {
 		defer r.d.wg.Done()
 		storeErr := r.d.giveUp(dest, &dl, since)
-		r.events <- event{id: dl.ID, end: attemptEnd{storeErr: storeErr}}
+		r.events <- event{id: dl.ID, storeErr: storeErr}
 	}()
 }
 

@@ -43,9 +43,10 @@ type runner struct {
 // event is news from an attempt goroutine: first that the destination is
 // done with (sent), then that the attempt ended.
 type event struct {
-	id   string
-	sent bool
-	end  attemptEnd
+	id       string
+	sent     bool
+	answer   answer // with sent
+	storeErr bool   // with the end
 }
 
 func newRunner(d *Dispatcher, din string, dst *Destination) *runner {
@@ -113,19 +114,20 @@ func (r *runner) run() {
 		case ev := <-r.events:
 			if ev.sent {
 				r.sending--
+				if r.cur != nil && r.brk.ended(r.d.now(), ev.id, ev.answer, r.cur, r.d.jitter) {
+					why := "an attempt succeeded"
+					if r.brk.open {
+						why = "attempts failed in a row"
+					}
+					r.circuitChanged(r.brk.open, why)
+					dirty = true
+				}
 				continue // a free slot; the queue or the next event refills it
 			}
 			r.running--
 			delete(r.inflight, ev.id)
-			if ev.end.storeErr {
+			if ev.storeErr {
 				r.pauseUntil = r.d.now().Add(storePause)
-			}
-			if r.cur != nil && r.brk.ended(r.d.now(), ev.id, ev.end, r.cur, r.d.jitter) {
-				why := "an attempt succeeded"
-				if r.brk.open {
-					why = "attempts failed in a row"
-				}
-				r.circuitChanged(r.brk.open, why)
 			}
 			dirty = true
 		case <-timer.C:
@@ -252,7 +254,7 @@ func (r *runner) start(dest *Destination, dl storage.Delivery) {
 	r.d.wg.Add(1)
 	go func() {
 		defer r.d.wg.Done()
-		end := r.d.attempt(dest, &dl, func() { r.events <- event{id: dl.ID, sent: true} })
-		r.events <- event{id: dl.ID, end: end}
+		storeErr := r.d.attempt(dest, &dl, func(a answer) { r.events <- event{id: dl.ID, sent: true, answer: a} })
+		r.events <- event{id: dl.ID, storeErr: storeErr}
 	}()
 }
