@@ -103,6 +103,10 @@ RESULTS="$TMP/results.jsonl"
 : >"$RESULTS"
 
 # Caddy keeps its data and config in the temporary folder, never in $HOME.
+# Go keeps its caches where they were: under the new HOME it would fetch
+# every module again and rebuild everything for the Go benchmarks.
+GOMODCACHE=$($GO env GOMODCACHE) GOCACHE=$($GO env GOCACHE) GOPATH=$($GO env GOPATH)
+export GOMODCACHE GOCACHE GOPATH
 export HOME="$TMP/home" XDG_DATA_HOME="$TMP/home/data" XDG_CONFIG_HOME="$TMP/home/config"
 mkdir -p "$HOME"
 export BENCH_ITNS_SECRET="bench-secret-$RANDOM$RANDOM"
