@@ -103,13 +103,15 @@ func (s appSource) CircuitOpen(din string) (time.Time, bool) {
 }
 
 // Retry re-queues the delivery and wakes its DIN's worker at once, rather
-// than leaving it to the dispatcher's next poll.
+// than leaving it to the dispatcher's next poll; if the destination's circuit
+// is open, its next probe goes out now.
 func (s appSource) Retry(id string, now time.Time) (storage.Delivery, error) {
 	d, err := s.engine.store.Retry(id, now)
 	if err != nil {
 		return d, err
 	}
 	s.engine.dispatcher.Notify(d.DIN)
+	s.engine.dispatcher.ProbeNow(d.DIN)
 	s.engine.refreshDepth(d.DIN)
 	return d, nil
 }

@@ -2,12 +2,15 @@ package caddymodule
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/postbackedge/caddy-postback/report"
 )
 
 // A dead destination configured with `breaker 3 1h`: after three failed
@@ -101,4 +104,58 @@ func TestBreakerCaddyfile(t *testing.T) {
 	if _, err := d.build("1", caddy.NewReplacer()); err == nil || !strings.Contains(err.Error(), "breaker_threshold") {
 		t.Errorf("breaker_threshold -2: %v", err)
 	}
+}
+
+// A manual retry (the report page's button, the admin API) while the circuit
+// is open sends the next probe at once, even though the destination asked
+// for an hour's pause; its success closes the circuit.
+func TestManualRetryProbesOpenCircuit(t *testing.T) {
+	partner := newTestDestination(t)
+	partner.setStatus(http.StatusServiceUnavailable)
+	partner.mu.Lock()
+	partner.retryAfter = "3600"
+	partner.mu.Unlock()
+	global := postbackGlobal(testDir(t, "store"), fmt.Sprintf(`
+		destination 2401 {
+			url %s/collect
+			ca_cert %s
+			retry_schedule 0s
+			concurrency 1
+			breaker 2 1h
+		}`, partner.srv.URL, partner.caFile))
+	newTester(t, global, `
+http://127.0.0.1:{port0} {
+	route /itns.php {
+		secondary_post 2401
+		respond "OK"
+	}
+}`)
+	for i := range 4 {
+		sendNotification(t, "/itns.php", fmt.Sprintf("transaction=SALE&n=%d", i))
+	}
+	// One attempt each (no spool) and failed; after two the circuit opens.
+	// Those enqueued after that wait for a probe, which Retry-After puts an
+	// hour away.
+	var before report.DestinationStats
+	waitFor(t, "the circuit of 2401 to open", 15*time.Second, func() bool {
+		before = destStats(adminStats(t), "2401")
+		return before.CircuitOpenSince != nil && before.Failed >= 2 && before.Failed+before.Pending == 4
+	})
+	partner.setStatus(http.StatusOK)
+	var list struct {
+		Deliveries []struct {
+			ID string `json:"id"`
+		} `json:"deliveries"`
+	}
+	adminGet(t, "/postback/deliveries?din=2401&state=failed", &list)
+	if len(list.Deliveries) != before.Failed {
+		t.Fatalf("%d failed deliveries listed, stats say %d", len(list.Deliveries), before.Failed)
+	}
+	if code, b := adminDo(t, http.MethodPost, "/postback/deliveries/"+list.Deliveries[0].ID+"/retry"); code != http.StatusAccepted {
+		t.Fatalf("retry: %d %s", code, b)
+	}
+	waitFor(t, "the retried delivery and the held ones, and the circuit closed", 10*time.Second, func() bool {
+		d := destStats(adminStats(t), "2401")
+		return d.CircuitOpenSince == nil && d.Delivered == 1+before.Pending && d.Failed == before.Failed-1
+	})
 }

@@ -28,6 +28,8 @@ type testDestination struct {
 	mu     sync.Mutex
 	got    []received
 	status func(n int) int // n: 1-based count of requests so far
+	// retryAfter, when set, is sent as Retry-After with a 429 or 503.
+	retryAfter string
 }
 
 func newTestDestination(t *testing.T) *testDestination {
@@ -38,9 +40,13 @@ func newTestDestination(t *testing.T) *testDestination {
 		td.mu.Lock()
 		td.got = append(td.got, received{Method: r.Method, URL: r.URL.RequestURI(), Header: r.Header.Clone(), Body: string(body)})
 		n := len(td.got)
-		status := td.status
+		status, ra := td.status, td.retryAfter
 		td.mu.Unlock()
-		w.WriteHeader(status(n))
+		code := status(n)
+		if ra != "" && (code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable) {
+			w.Header().Set("Retry-After", ra)
+		}
+		w.WriteHeader(code)
 	}))
 	t.Cleanup(td.srv.Close)
 	td.caFile = filepath.Join(testDir(t, "ca"), "ca.pem")

@@ -21,9 +21,10 @@ const (
 // table builders, BENCHMARKS.md), and keeps hammering a partner that is down.
 //
 // Held deliveries are not forgotten: once one has waited the sum of its
-// retry schedule's delays past its due time, it is spooled without another
-// attempt (runner.dispatchOpen) — about when the schedule would have spooled
-// it, never before its remaining delays have passed.
+// retry schedule's delays past its due time, and a probe has failed since it
+// became due, it is spooled without another attempt (runner.dispatchOpen) —
+// about when the schedule would have spooled it, never before its remaining
+// delays have passed.
 type breaker struct {
 	streak  int           // attempts failed in a row
 	open    bool          // open: only probes are sent
@@ -31,6 +32,9 @@ type breaker struct {
 	wait    time.Duration // before the next probe
 	probeAt time.Time     // when the next probe may start
 	probe   string        // the probe in flight, "" when none
+	// lastFail is when the destination last failed an attempt: held
+	// deliveries due after it have not had a probe's chance yet.
+	lastFail time.Time
 }
 
 // ended records what the destination answered attempt id: a Result*
@@ -58,6 +62,7 @@ func (b *breaker) ended(now time.Time, id string, a answer, dest *Destination, j
 		return true
 	}
 	b.streak++
+	b.lastFail = now
 	switch {
 	case b.open && wasProbe:
 		b.wait = min(2*b.wait, dest.BreakerMaxProbe)

@@ -22,7 +22,7 @@ func (r *runner) dispatchOpen(dest *Destination, dirty bool) bool {
 				break
 			}
 			dirty = false
-			r.fetch(dest, r.d.now().Add(-dest.holdSpan()))
+			r.fetch(dest, r.giveUpBefore(dest))
 			if len(r.queue) == 0 {
 				break
 			}
@@ -35,6 +35,9 @@ func (r *runner) dispatchOpen(dest *Destination, dirty bool) bool {
 		}
 		r.startGiveUp(dest, dl)
 	}
+	if r.probeNow.Swap(false) && r.brk.probe == "" {
+		r.brk.probeAt = r.d.now()
+	}
 	if len(r.queue) == 0 && r.sending < dest.Concurrency && r.brk.mayProbe(r.d.now()) {
 		if dl, ok := r.firstDue(); ok {
 			r.brk.probe = dl.ID
@@ -42,6 +45,19 @@ func (r *runner) dispatchOpen(dest *Destination, dirty bool) bool {
 		}
 	}
 	return dirty
+}
+
+// giveUpBefore is the due time before which held deliveries are given up:
+// they have waited their schedule's span, and the destination failed an
+// attempt (the one that opened the circuit, or a probe) after they became
+// due. The second condition keeps a short schedule, or a manual retry of a
+// one-attempt one, from being given up before a probe had its chance.
+func (r *runner) giveUpBefore(dest *Destination) time.Time {
+	t := r.d.now().Add(-dest.holdSpan())
+	if r.brk.lastFail.Before(t) {
+		t = r.brk.lastFail
+	}
+	return t
 }
 
 // firstDue is the earliest due delivery not in flight.
@@ -99,6 +115,21 @@ func (r *runner) circuitChanged(open bool, why string) {
 // DIN's circuit opens or closes (from the DIN's loop; must not block).
 type CircuitObserver interface {
 	Circuit(din string, open bool)
+}
+
+// ProbeNow is for an operator's manual retry: if din's circuit is open, its
+// next probe goes out at once instead of at the end of the probe wait (or of
+// a Retry-After). It never blocks; with the circuit closed it only wakes the
+// loop, like Notify.
+func (d *Dispatcher) ProbeNow(din string) {
+	d.mu.Lock()
+	r := d.runners[din]
+	d.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.probeNow.Store(true)
+	r.poke()
 }
 
 // CircuitOpen reports whether din's circuit is open, and since when.

@@ -122,7 +122,7 @@ func TestCircuitSpoolsHeldDeliveriesAfterTheirSpan(t *testing.T) {
 	})
 	obs := newRecorder()
 	run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
-		Schedule: ms(0, 100, 100), BreakerThreshold: 2, BreakerMaxProbe: time.Hour, Spool: spool})
+		Schedule: ms(0, 100, 100), BreakerThreshold: 2, BreakerMaxProbe: 50 * time.Millisecond, Spool: spool})
 	start := time.Now()
 	waitFor(t, 10*time.Second, "all spooled", func() bool { return store.count(storage.StateSpooled) == 30 })
 	if el := time.Since(start); el < 200*time.Millisecond {
@@ -138,8 +138,9 @@ func TestCircuitSpoolsHeldDeliveriesAfterTheirSpan(t *testing.T) {
 			}
 		}
 	}
-	// Without the breaker: 30 × 3 requests.
-	if n := len(srv.requests()); n > 2+DefaultConcurrency+2*2 || untouched < 20 {
+	// Without the breaker: 30 × 3 requests. With it: the threshold, what
+	// was in flight, and probes every 50 ms for the 200 ms span.
+	if n := len(srv.requests()); n > 40 || untouched < 15 {
 		t.Errorf("%d requests, %d deliveries spooled without an attempt", n, untouched)
 	}
 	if int(spooled.Load()) != 30 || obs.fin(storage.StateSpooled) != 30 {
@@ -190,4 +191,66 @@ func TestCircuitClosedWhenLoopEnds(t *testing.T) {
 	if _, open := d.CircuitOpen("9"); open {
 		t.Error("CircuitOpen true for a removed DIN")
 	}
+}
+
+// An operator's retry while the circuit is open sends the next probe at
+// once, even when the destination asked for an hour's pause.
+func TestCircuitProbeNow(t *testing.T) {
+	var up atomic.Bool
+	srv := newSink(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if !up.Load() {
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	store := newFakeStore()
+	for range 20 {
+		store.add("9", "", []byte("a=1"), time.Now(), 0)
+	}
+	obs := newRecorder()
+	d := run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
+		Schedule: ms(0, 3_600_000), BreakerThreshold: 2, BreakerMaxProbe: time.Hour})
+	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	up.Store(true)
+	time.Sleep(50 * time.Millisecond)
+	if n := store.count(storage.StateDelivered); n != 0 {
+		t.Fatalf("%d delivered while the circuit waits out Retry-After", n)
+	}
+	d.ProbeNow("9")
+	waitFor(t, 5*time.Second, "the probe and the drain", func() bool {
+		return slices.Equal(obs.circuits(), []string{"9:true", "9:false"}) && store.count(storage.StateDelivered) >= 20-2-DefaultConcurrency
+	})
+}
+
+// A held delivery is never given up before the destination had a probe's
+// chance: with a one-attempt schedule (span 0), the wait for the next probe.
+func TestCircuitHoldsAtLeastUntilTheNextProbe(t *testing.T) {
+	var up atomic.Bool
+	srv := newSink(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	store := newFakeStore()
+	for range 2 {
+		store.add("9", "", []byte("a=1"), time.Now(), 0)
+	}
+	obs := newRecorder()
+	d := run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
+		Schedule: ms(0), BreakerThreshold: 2, BreakerMaxProbe: 300 * time.Millisecond})
+	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	late := store.add("9", "", []byte("a=2"), time.Now(), 0)
+	d.Notify("9")
+	time.Sleep(100 * time.Millisecond)
+	if st := store.get(late).State; st != storage.StatePending {
+		t.Fatalf("a delivery enqueued while the circuit is open was %s at once; want it held for the probe", st)
+	}
+	up.Store(true)
+	waitFor(t, 5*time.Second, "the held delivery delivered by the probe", func() bool {
+		return store.get(late).State == storage.StateDelivered
+	})
 }

@@ -38,6 +38,7 @@ type runner struct {
 	cur        *Destination // the settings the breaker's state belongs to
 	brk        breaker
 	openSince  atomic.Int64 // the breaker's since in Unix ns, 0 while closed (read by CircuitOpen)
+	probeNow   atomic.Bool  // an operator asked for an attempt (ProbeNow)
 }
 
 // event is news from an attempt goroutine: first that the destination is
@@ -159,6 +160,7 @@ func (r *runner) dispatch(dest *Destination, dirty bool) bool {
 	if r.brk.open {
 		return r.dispatchOpen(dest, dirty)
 	}
+	r.probeNow.Store(false) // nothing to hurry while closed
 	for r.sending < dest.Concurrency && r.running < dest.Concurrency+maxRecording && !r.d.stopped() {
 		if len(r.queue) == 0 {
 			if !dirty || r.paused() {
@@ -230,7 +232,7 @@ func (r *runner) arm(t *time.Timer, dest *Destination, dirty bool) {
 		case !r.brk.open:
 			soonest(next)
 		default:
-			soonest(next.Add(dest.holdSpan())) // the first held delivery to give up on
+			soonest(next.Add(dest.holdSpan())) // the first held delivery to give up on (or a probe's failure wakes us)
 			if r.brk.probe == "" {
 				soonest(later(next, r.brk.probeAt))
 			}

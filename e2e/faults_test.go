@@ -125,12 +125,17 @@ func faultsConfig(s faultsSetup, dins string) string {
 		destination 2003 {
 			url %[9]s
 			retry_schedule 0s 100ms 100ms
+			breaker 10 1s
 		}
 		destination 2004 {
 			url %[10]s
 			ca_cert %[12]s
 			timeout 2s
 			retry_schedule 0s 100ms 100ms
+			# Probes at most 1 s apart (here and for 2003, 2005): the
+			# deliveries an open circuit holds end (spooled, failed) once a
+			# probe failed after them, within the test's time.
+			breaker 10 1s
 			pgp_key %[4]s
 			spool_dir %[5]s
 		}
@@ -138,6 +143,7 @@ func faultsConfig(s faultsSetup, dins string) string {
 			url %[11]s
 			ca_cert %[13]s
 			retry_schedule 0s 100ms 100ms
+			breaker 10 1s
 		}
 	}
 }
