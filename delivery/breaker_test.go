@@ -16,7 +16,7 @@ func TestBreakerOpensAfterThresholdAndBacksOff(t *testing.T) {
 	}
 	// Nothing sent (a cancelled attempt, a give-up) does not count.
 	b.ended(t0, "x", answer{}, dest, 0)
-	if !b.ended(t0, "x", answer{result: ResultHTTPError}, dest, 0) || !b.open || !b.since.Equal(t0) {
+	if !b.ended(t0, "x", answer{result: ResultHTTPError}, dest, 0) || !b.open || !b.since.Equal(t0) || !b.lastFail.Equal(t0) {
 		t.Fatalf("not open after 3 failures: %+v", b)
 	}
 	if want := t0.Add(DefaultFirstProbe); !b.probeAt.Equal(want) {
@@ -37,8 +37,8 @@ func TestBreakerOpensAfterThresholdAndBacksOff(t *testing.T) {
 		if b.ended(now, "p", answer{result: ResultNetworkError}, dest, 0) {
 			t.Fatal("a failed probe changed the state")
 		}
-		if got := b.probeAt.Sub(now); got != want || b.probe != "" {
-			t.Fatalf("next probe after %s, want %s (probe %q)", got, want, b.probe)
+		if got := b.probeAt.Sub(now); got != want || b.probe != "" || !b.lastFail.Equal(now) {
+			t.Fatalf("next probe after %s, want %s (probe %q, last failure %s)", got, want, b.probe, b.lastFail)
 		}
 	}
 	// Another attempt failing (in flight when it opened) does not push the probe.
