@@ -23,7 +23,7 @@ func TestCircuitHoldsBacklogOfDeadDestination(t *testing.T) {
 	logs := &logBuffer{}
 	d := run(t, store, Options{Observer: obs, Logger: logs.logger()}, &Destination{DIN: "9", URL: srv.url(t, "/"),
 		Schedule: ms(0, 3_600_000), BreakerThreshold: 5, BreakerMaxProbe: time.Hour})
-	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	waitOpen(t, obs, "9")
 	since, open := d.CircuitOpen("9")
 	if !open || time.Since(since) > 5*time.Second {
 		t.Fatalf("CircuitOpen = %s, %t", since, open)
@@ -53,14 +53,7 @@ func TestCircuitHoldsBacklogOfDeadDestination(t *testing.T) {
 // A partner that comes back: a probe succeeds, the circuit closes and the
 // backlog drains at full speed.
 func TestCircuitProbeClosesAndDrains(t *testing.T) {
-	var up atomic.Bool
-	srv := newSink(t, func(w http.ResponseWriter, r *http.Request, n int) {
-		if !up.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	srv, up := downUntilUp(t, http.StatusServiceUnavailable, "")
 	store := newFakeStore()
 	for range 100 {
 		store.add("9", "", []byte("a=1"), time.Now(), 0)
@@ -68,7 +61,7 @@ func TestCircuitProbeClosesAndDrains(t *testing.T) {
 	obs := newRecorder()
 	d := run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
 		Schedule: ms(0, 3_600_000), BreakerThreshold: 3, BreakerMaxProbe: 20 * time.Millisecond})
-	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	waitOpen(t, obs, "9")
 	// Probes come one at a time, every 20ms (±20 %).
 	time.Sleep(200 * time.Millisecond)
 	failed := len(srv.requests())
@@ -161,7 +154,7 @@ func TestCircuitResetBySettingsChange(t *testing.T) {
 		return &Destination{DIN: "9", URL: s.url(t, "/"), Schedule: ms(0, 3_600_000), BreakerThreshold: 3, BreakerMaxProbe: time.Hour}
 	}
 	d := run(t, store, Options{Observer: obs}, dest(dead))
-	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	waitOpen(t, obs, "9")
 	d.SetDestinations([]*Destination{dest(good)})
 	// The deliveries that failed once are due in an hour; the others now.
 	waitFor(t, 5*time.Second, "untouched ones delivered", func() bool {
@@ -183,7 +176,7 @@ func TestCircuitClosedWhenLoopEnds(t *testing.T) {
 	obs := newRecorder()
 	d := run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
 		Schedule: ms(0, 3_600_000), BreakerThreshold: 2, BreakerMaxProbe: time.Hour})
-	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	waitOpen(t, obs, "9")
 	d.SetDestinations(nil)
 	waitFor(t, 5*time.Second, "circuit reported closed", func() bool {
 		return slices.Equal(obs.circuits(), []string{"9:true", "9:false"})
@@ -196,15 +189,7 @@ func TestCircuitClosedWhenLoopEnds(t *testing.T) {
 // An operator's retry while the circuit is open sends the next probe at
 // once, even when the destination asked for an hour's pause.
 func TestCircuitProbeNow(t *testing.T) {
-	var up atomic.Bool
-	srv := newSink(t, func(w http.ResponseWriter, r *http.Request, n int) {
-		if !up.Load() {
-			w.Header().Set("Retry-After", "3600")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	srv, up := downUntilUp(t, http.StatusServiceUnavailable, "3600")
 	store := newFakeStore()
 	for range 20 {
 		store.add("9", "", []byte("a=1"), time.Now(), 0)
@@ -212,7 +197,7 @@ func TestCircuitProbeNow(t *testing.T) {
 	obs := newRecorder()
 	d := run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
 		Schedule: ms(0, 3_600_000), BreakerThreshold: 2, BreakerMaxProbe: time.Hour})
-	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	waitOpen(t, obs, "9")
 	up.Store(true)
 	time.Sleep(50 * time.Millisecond)
 	if n := store.count(storage.StateDelivered); n != 0 {
@@ -227,14 +212,7 @@ func TestCircuitProbeNow(t *testing.T) {
 // A held delivery is never given up before the destination had a probe's
 // chance: with a one-attempt schedule (span 0), the wait for the next probe.
 func TestCircuitHoldsAtLeastUntilTheNextProbe(t *testing.T) {
-	var up atomic.Bool
-	srv := newSink(t, func(w http.ResponseWriter, r *http.Request, n int) {
-		if !up.Load() {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	srv, up := downUntilUp(t, http.StatusBadGateway, "")
 	store := newFakeStore()
 	for range 2 {
 		store.add("9", "", []byte("a=1"), time.Now(), 0)
@@ -242,7 +220,7 @@ func TestCircuitHoldsAtLeastUntilTheNextProbe(t *testing.T) {
 	obs := newRecorder()
 	d := run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
 		Schedule: ms(0), BreakerThreshold: 2, BreakerMaxProbe: 300 * time.Millisecond})
-	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), "9:true") })
+	waitOpen(t, obs, "9")
 	late := store.add("9", "", []byte("a=2"), time.Now(), 0)
 	d.Notify("9")
 	time.Sleep(100 * time.Millisecond)
@@ -253,4 +231,27 @@ func TestCircuitHoldsAtLeastUntilTheNextProbe(t *testing.T) {
 	waitFor(t, 5*time.Second, "the held delivery delivered by the probe", func() bool {
 		return store.get(late).State == storage.StateDelivered
 	})
+}
+
+// downUntilUp is a partner that answers status (with Retry-After ra, when
+// set) until up is set, then 204.
+func downUntilUp(t *testing.T, status int, ra string) (*sink, *atomic.Bool) {
+	up := new(atomic.Bool)
+	srv := newSink(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if up.Load() {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if ra != "" {
+			w.Header().Set("Retry-After", ra)
+		}
+		w.WriteHeader(status)
+	})
+	return srv, up
+}
+
+// waitOpen waits until the observer heard din's circuit open.
+func waitOpen(t *testing.T, obs *recorder, din string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), din+":true") })
 }
