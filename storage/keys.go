@@ -17,23 +17,30 @@ import (
 //	d id                      → delivery record (codec.go), no payload
 //	p id                      → payload
 //	q len din next_attempt id → nothing: the due index, pending deliveries only
-//	i len din id              → one state byte: per-DIN listing index
-//	x updated id              → nothing: delivered/spooled records, for Purge
 //	s len din                 → persisted per-DIN counters (codec.go)
 //	h hour len din            → hourly bucket (codec.go)
 //	r key                     → dedupe record: 8-byte expiry (ns, 0 = none) + value
 //	m name                    → store metadata (schema version)
+//
+// The retained history is the d records alone, which are written in id order,
+// so Badger's flushes and compactions touch only their newest end. Schema 1
+// also kept a per-DIN index (i) and an expiry index (x) of every record; each
+// memtable flush then spanned both indexes, and every compaction into the
+// base level rewrote their whole history (BENCHMARKS.md, section 2). Lists
+// filter the records instead, and Purge walks them from the oldest.
 const (
 	pfxDelivery = 'd'
 	pfxPayload  = 'p'
 	pfxDue      = 'q'
-	pfxDIN      = 'i'
-	pfxExpire   = 'x'
 	pfxStats    = 's'
 	pfxHour     = 'h'
 	pfxDedupe   = 'r'
 	pfxMeta     = 'm'
 )
+
+// schema1Indexes are the prefixes of schema 1's indexes, dropped when a
+// schema 1 store is opened.
+var schema1Indexes = [][]byte{{'i'}, {'x'}}
 
 const idLen = 16
 
@@ -130,13 +137,6 @@ func parseDueKey(k []byte, plen int) (time.Time, id, bool) {
 // dueEnd sorts after every due key of the DIN.
 func dueEnd(din string) []byte {
 	return append(dinPrefix(pfxDue, din), bytes.Repeat([]byte{0xff}, 8+idLen+1)...)
-}
-
-func dinKey(din string, i id) []byte { return append(dinPrefix(pfxDIN, din), i[:]...) }
-
-func expireKey(updated time.Time, i id) []byte {
-	t := ts(updated)
-	return append(append([]byte{pfxExpire}, t[:]...), i[:]...)
 }
 
 func statsKey(din string) []byte { return dinPrefix(pfxStats, din) }

@@ -3,7 +3,6 @@ package storage
 import (
 	"encoding/base64"
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -59,14 +58,9 @@ func (s *Store) List(f Filter) (items []Delivery, nextCursor string, err error) 
 		after = &c
 	}
 
-	// The index is d/ (all records) or i/<din>/ (one DIN, state in the value);
-	// either way the id ends the key and ids sort by creation time.
-	var prefix []byte
-	if f.DIN != "" {
-		prefix = dinPrefix(pfxDIN, f.DIN)
-	} else {
-		prefix = []byte{pfxDelivery}
-	}
+	// Records are keyed by id, and ids sort by creation time; the DIN and the
+	// state are filters on the decoded record (the scan budget bounds them).
+	prefix := []byte{pfxDelivery}
 	var sinceNs, untilNs int64
 	if !f.Since.IsZero() {
 		sinceNs = f.Since.UnixNano()
@@ -94,7 +88,7 @@ func (s *Store) List(f Filter) (items []Delivery, nextCursor string, err error) 
 				item := it.Item()
 				k := item.Key()
 				if len(k) != len(prefix)+idLen {
-					return fmt.Errorf("bad index key %x", k)
+					return fmt.Errorf("bad record key %x", k)
 				}
 				var i id
 				copy(i[:], k[len(prefix):])
@@ -114,7 +108,7 @@ func (s *Store) List(f Filter) (items []Delivery, nextCursor string, err error) 
 				}
 				budget--
 				last = i
-				d, match, err := s.listMatch(txn, item, i, f)
+				d, match, err := listMatch(item, i, f)
 				if err != nil {
 					return err
 				}
@@ -136,41 +130,13 @@ func (s *Store) List(f Filter) (items []Delivery, nextCursor string, err error) 
 	return items, nextCursor, nil
 }
 
-// listMatch decodes the record behind an index item and applies the filter.
-// For the per-DIN index the state byte in the value filters before any
-// record is read.
-func (s *Store) listMatch(txn *badger.Txn, item *badger.Item, i id, f Filter) (Delivery, bool, error) {
-	if f.DIN != "" {
-		if f.State != "" {
-			var st byte
-			if err := item.Value(func(v []byte) error {
-				if len(v) == 1 {
-					st = v[0]
-				}
-				return nil
-			}); err != nil {
-				return Delivery{}, false, err
-			}
-			if codeStates[st] != f.State {
-				return Delivery{}, false, nil
-			}
-		}
-		d, err := getRecord(txn, i)
-		if errors.Is(err, ErrNotFound) {
-			return Delivery{}, false, nil // purged between the index and the record
-		}
-		return d, err == nil, err
-	}
-	var d Delivery
-	err := item.Value(func(v []byte) error {
-		var err error
-		d, err = decodeRecord(i, v)
-		return err
-	})
+// listMatch decodes the record of an item and applies the filter.
+func listMatch(item *badger.Item, i id, f Filter) (Delivery, bool, error) {
+	d, err := itemRecord(item, i)
 	if err != nil {
 		return Delivery{}, false, err
 	}
-	if f.State != "" && d.State != f.State {
+	if (f.DIN != "" && d.DIN != f.DIN) || (f.State != "" && d.State != f.State) {
 		return Delivery{}, false, nil
 	}
 	return d, true, nil

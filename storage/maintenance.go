@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -16,42 +18,31 @@ const purgeChunk = 256
 // Purge deletes delivered and spooled records whose last update is older than
 // Retention, and hourly buckets older than HourlyRetention. It returns the
 // number of deliveries deleted.
+//
+// It walks the records from the oldest. A record is updated after its id was
+// made, and ids begin with their time, so the walk ends at the first id made
+// after the cutoff; what it passes on the way are the old records still
+// pending or failed, which are few.
 func (s *Store) Purge(now time.Time) (int, error) {
 	cutoff := now.Add(-s.opts.Retention)
+	var end [8]byte
+	binary.BigEndian.PutUint64(end[:], uint64(max(cutoff.UnixNano(), 0)))
+	endKey := append([]byte{pfxDelivery}, end[:]...)
+	from := []byte{pfxDelivery}
 	total := 0
-	for {
-		var ids []expiring
-		err := s.read(func() error {
-			pfx := []byte{pfxExpire}
-			end := []byte{pfxExpire, 0xff}
-			return s.scanIndex(pfx, end, func(_ *badger.Txn, k []byte) (bool, error) {
-				if len(k) != 1+8+idLen {
-					return false, fmt.Errorf("bad expiry key %x", k)
-				}
-				upd := parseTS(k[1:9])
-				if !upd.Before(cutoff) {
-					return false, nil
-				}
-				var i id
-				copy(i[:], k[9:])
-				ids = append(ids, expiring{id: i, updated: upd})
-				return len(ids) < purgeChunk, nil
-			})
-		})
+	for from != nil {
+		ids, next, err := s.expired(from, endKey, cutoff)
 		if err != nil {
 			return total, fmt.Errorf("purge: %w", err)
 		}
-		if len(ids) == 0 {
-			break
+		if len(ids) > 0 {
+			res, err := s.submitLazy(&purgeOp{ids: ids, cutoff: cutoff})
+			if err != nil {
+				return total, fmt.Errorf("purge: %w", err)
+			}
+			total += res.(int)
 		}
-		res, err := s.submitLazy(&purgeOp{ids: ids, cutoff: cutoff})
-		if err != nil {
-			return total, fmt.Errorf("purge: %w", err)
-		}
-		total += res.(int)
-		if len(ids) < purgeChunk {
-			break
-		}
+		from = next
 	}
 	if err := s.purgeHourly(now.Add(-s.opts.HourlyRetention)); err != nil {
 		return total, fmt.Errorf("purge: %w", err)
@@ -59,40 +50,76 @@ func (s *Store) Purge(now time.Time) (int, error) {
 	return total, nil
 }
 
-type expiring struct {
-	id      id
-	updated time.Time
+// expired returns up to purgeChunk finished records in [from, end) last
+// updated before cutoff, and the key to go on from (nil when done).
+func (s *Store) expired(from, end []byte, cutoff time.Time) (ids []id, next []byte, err error) {
+	err = s.read(func() error {
+		return s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pfxDelivery}})
+			defer it.Close()
+			for n := 0; ; n++ {
+				if n == 0 {
+					it.Seek(from)
+				} else {
+					it.Next()
+				}
+				if !it.Valid() {
+					return nil
+				}
+				item := it.Item()
+				k := item.Key()
+				if bytes.Compare(k, end) >= 0 {
+					return nil
+				}
+				if len(ids) == purgeChunk || n == s.opts.purgeScan {
+					next = item.KeyCopy(nil)
+					return nil
+				}
+				if len(k) != 1+idLen {
+					return fmt.Errorf("bad record key %x", k)
+				}
+				var i id
+				copy(i[:], k[1:])
+				d, err := itemRecord(item, i)
+				if err != nil {
+					return err
+				}
+				if expiredBy(d, cutoff) {
+					ids = append(ids, i)
+				}
+			}
+		})
+	})
+	return ids, next, err
+}
+
+// expiredBy: delivered and spooled records go once they were last updated
+// before cutoff; pending and failed ones are kept, whatever their age.
+func expiredBy(d Delivery, cutoff time.Time) bool {
+	return (d.State == StateDelivered || d.State == StateSpooled) && d.Updated.Before(cutoff)
 }
 
 type purgeOp struct {
-	ids    []expiring
+	ids    []id
 	cutoff time.Time
 }
 
 func (o *purgeOp) apply(w *wtx) (any, error) {
 	n := 0
-	for _, e := range o.ids {
-		d, err := w.record(e.id)
+	for _, i := range o.ids {
+		d, err := w.record(i)
 		if errors.Is(err, ErrNotFound) {
-			w.del(expireKey(e.updated, e.id)) // stale index entry
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		finished := d.State == StateDelivered || d.State == StateSpooled
-		current := finished && d.Updated.Equal(e.updated)
-		if current && !d.Updated.Before(o.cutoff) {
-			continue // cannot happen (the scan stops at the cutoff), but keep it indexed
+		if !expiredBy(d, o.cutoff) {
+			continue // retried since the scan
 		}
-		w.del(expireKey(e.updated, e.id))
-		if !current {
-			continue // the record moved on since (a Retry): the entry was stale
-		}
-		w.del(deliveryKey(e.id))
-		w.del(dinKey(d.DIN, e.id))
+		w.del(deliveryKey(i))
 		if d.HasPayload {
-			w.del(payloadKey(e.id))
+			w.del(payloadKey(i))
 		}
 		w.countState(d.DIN, d.State, -1)
 		n++

@@ -52,7 +52,6 @@ func (o *enqueueOp) apply(w *wtx) (any, error) {
 		w.set(deliveryKey(i), encodeRecord(&d))
 		w.set(payloadKey(i), append([]byte(nil), it.Payload...))
 		w.insertDue(d.DIN, now, i)
-		w.set(dinKey(d.DIN, i), []byte{stateCodes[StatePending]})
 		w.countState(d.DIN, StatePending, 1)
 		out = append(out, d)
 	}
@@ -74,12 +73,6 @@ func (w *wtx) insertDue(din string, next time.Time, i id) {
 	k := dueKey(din, next, i)
 	w.set(k, nil)
 	w.hint(dinPrefix(pfxDue, din), k)
-}
-
-func (w *wtx) insertExpire(updated time.Time, i id) {
-	k := expireKey(updated, i)
-	w.set(k, nil)
-	w.hint([]byte{pfxExpire}, k)
 }
 
 // record reads and decodes the record of i; ErrNotFound when absent.
@@ -196,14 +189,12 @@ func (o *completeOp) apply(w *wtx) (any, error) {
 			hc.Delivered = 1
 		}
 		w.del(payloadKey(o.id))
-		w.insertExpire(now, o.id)
 	case StateFailed:
 		d.NextAttempt = time.Time{}
 		hc.Failed = 1
 	}
 	w.set(deliveryKey(o.id), encodeRecord(&d))
 	if d.State != StatePending {
-		w.set(dinKey(d.DIN, o.id), []byte{stateCodes[d.State]})
 		w.countState(d.DIN, StatePending, -1)
 		w.countState(d.DIN, d.State, 1)
 	}
@@ -244,7 +235,6 @@ func (o *retryOp) apply(w *wtx) (any, error) {
 	switch {
 	case d.State == StateFailed:
 	case d.State == StateSpooled && d.HasPayload:
-		w.del(expireKey(d.Updated, o.id))
 	case d.State == StateSpooled:
 		return nil, fmt.Errorf("delivery %s was spooled and its payload deleted: %w", d.ID, ErrConflict)
 	default:
@@ -260,7 +250,6 @@ func (o *retryOp) apply(w *wtx) (any, error) {
 	d.NextAttempt = now
 	d.Updated = now
 	w.set(deliveryKey(o.id), encodeRecord(&d))
-	w.set(dinKey(d.DIN, o.id), []byte{stateCodes[StatePending]})
 	w.insertDue(d.DIN, now, o.id)
 	return d, nil
 }

@@ -37,8 +37,13 @@ func getRecord(txn *badger.Txn, i id) (Delivery, error) {
 	if err != nil {
 		return Delivery{}, err
 	}
+	return itemRecord(item, i)
+}
+
+// itemRecord decodes the record an iterator or Get found.
+func itemRecord(item *badger.Item, i id) (Delivery, error) {
 	var d Delivery
-	err = item.Value(func(v []byte) error {
+	err := item.Value(func(v []byte) error {
 		var err error
 		d, err = decodeRecord(i, v)
 		return err

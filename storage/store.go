@@ -59,6 +59,10 @@ type Options struct {
 	// leaves a window in which a concurrent value-log GC write could rotate
 	// the memtable before our Sync, so it is kept for benchmarks only.
 	syncPerBatch bool
+	// purgeScan bounds the records one purge read examines, so that a long
+	// run of old records kept for a retry never holds one read transaction
+	// for long (default 16384; tests lower it).
+	purgeScan int
 	// tune adjusts Badger's options last (tests and tuning experiments).
 	tune func(badger.Options) badger.Options
 }
@@ -68,7 +72,7 @@ const (
 	defaultHourlyRetention = 8 * 24 * time.Hour
 	defaultMaxBatch        = 1024
 	defaultLazyDelay       = 2 * time.Millisecond
-	schemaVersion          = "1"
+	schemaVersion          = "2"
 )
 
 func (o *Options) setDefaults() {
@@ -103,6 +107,9 @@ func (o *Options) setDefaults() {
 	o.ValueThreshold = min(o.ValueThreshold, 15*o.MemTableSize/100)
 	if o.LazyDelay == 0 {
 		o.LazyDelay = defaultLazyDelay
+	}
+	if o.purgeScan <= 0 {
+		o.purgeScan = 64 * purgeChunk
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -175,6 +182,12 @@ func Open(opts Options) (*Store, error) {
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
 		WithBaseTableSize(1 << 20).
+		// Every memtable flush is compacted into the base level, rewriting
+		// the part of it that its keys span; a 2 MiB base level (Badger's
+		// default is 10) keeps each such burst short, which is what sets the
+		// request path's tail latency on a store that has grown
+		// (BENCHMARKS.md, section 2).
+		WithBaseLevelSize(2 << 20).
 		WithBlockCacheSize(opts.BlockCacheSize).
 		WithIndexCacheSize(opts.IndexCacheSize).
 		WithValueLogFileSize(opts.ValueLogFileSize).
@@ -219,24 +232,7 @@ func Open(opts Options) (*Store, error) {
 // newest id. It reads O(number of DINs) keys, never the records, so that a
 // store with a million pending deliveries opens at once.
 func (s *Store) load() error {
-	err := s.db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(metaKey("schema"))
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			return txn.Set(metaKey("schema"), []byte(schemaVersion))
-		case err != nil:
-			return err
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		if string(v) != schemaVersion {
-			return fmt.Errorf("unknown schema version %q", v)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.migrate(); err != nil {
 		return fmt.Errorf("schema: %w", err)
 	}
 	return s.db.View(func(txn *badger.Txn) error {
@@ -252,6 +248,41 @@ func (s *Store) load() error {
 			s.lastNs = last.time().UnixNano()
 		}
 		return nil
+	})
+}
+
+// migrate brings the store to schemaVersion. Schema 1 → 2 drops the two
+// record indexes (keys.go); dropping is idempotent, so a crash before the
+// new version is written only repeats it.
+func (s *Store) migrate() error {
+	var v string
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(metaKey("schema"))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		b, err := item.ValueCopy(nil)
+		v = string(b)
+		return err
+	})
+	switch {
+	case err != nil:
+		return err
+	case v == schemaVersion:
+		return nil
+	case v == "1":
+		if err := s.db.DropPrefix(schema1Indexes...); err != nil {
+			return fmt.Errorf("drop schema 1 indexes: %w", err)
+		}
+		s.log.Info("store migrated: schema 1 indexes dropped", "schema", schemaVersion)
+	case v != "":
+		return fmt.Errorf("unknown schema version %q", v)
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(metaKey("schema"), []byte(schemaVersion))
 	})
 }
 
