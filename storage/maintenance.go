@@ -57,15 +57,8 @@ func (s *Store) expired(from, end []byte, cutoff time.Time) (ids []id, next []by
 		return s.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pfxDelivery}})
 			defer it.Close()
-			for n := 0; ; n++ {
-				if n == 0 {
-					it.Seek(from)
-				} else {
-					it.Next()
-				}
-				if !it.Valid() {
-					return nil
-				}
+			n := 0
+			for it.Seek(from); it.Valid(); it.Next() {
 				item := it.Item()
 				k := item.Key()
 				if bytes.Compare(k, end) >= 0 {
@@ -75,6 +68,7 @@ func (s *Store) expired(from, end []byte, cutoff time.Time) (ids []id, next []by
 					next = item.KeyCopy(nil)
 					return nil
 				}
+				n++
 				if len(k) != 1+idLen {
 					return fmt.Errorf("bad record key %x", k)
 				}
@@ -88,6 +82,7 @@ func (s *Store) expired(from, end []byte, cutoff time.Time) (ids []id, next []by
 					ids = append(ids, i)
 				}
 			}
+			return nil
 		})
 	})
 	return ids, next, err
