@@ -23,6 +23,7 @@ type fakeSource struct {
 	retried  []string
 	circuits map[string]time.Time // open circuits by DIN
 	err      error                // returned by every call when set
+	budget   int                  // records one List examines, as the store's scan budget (0: all)
 }
 
 func (s *fakeSource) CircuitOpen(din string) (time.Time, bool) {
@@ -100,7 +101,10 @@ func (s *fakeSource) List(f storage.Filter) ([]storage.Delivery, string, error) 
 		limit = 50
 	}
 	var out []storage.Delivery
-	for _, id := range ids {
+	for n, id := range ids {
+		if s.budget > 0 && n == s.budget {
+			return out, "c" + ids[n-1], nil
+		}
 		d := s.recs[id]
 		if f.DIN != "" && d.DIN != f.DIN || f.State != "" && d.State != f.State ||
 			!f.Since.IsZero() && d.Created.Before(f.Since) || !f.Until.IsZero() && !d.Created.Before(f.Until) {

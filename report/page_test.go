@@ -285,3 +285,41 @@ func TestReportRelPathAndBase(t *testing.T) {
 		}
 	}
 }
+
+// A filter that matches nothing among the records the store searched in one
+// page says so and links on, instead of saying that nothing matches.
+func TestReportPageRareFilterSearchesOn(t *testing.T) {
+	now := time.Date(2025, 11, 21, 14, 37, 0, 0, time.UTC)
+	src := newFakeSource("1", "2")
+	rare := []storage.Delivery{
+		src.add(storage.Delivery{DIN: "2", State: storage.StateDelivered, Created: now.Add(-2 * time.Hour)}),
+		src.add(storage.Delivery{DIN: "2", State: storage.StateDelivered, Created: now.Add(-time.Hour - time.Minute)}),
+	}
+	for i := range 25 {
+		src.add(storage.Delivery{DIN: "1", State: storage.StateDelivered, Created: now.Add(-time.Duration(i+1) * time.Minute)})
+	}
+	src.budget = 10
+	srv, c := pageServer(t, src, now)
+
+	link := regexp.MustCompile(`None among the newest records searched\. <a href="([^"]+)">Search older ones »</a>`)
+	_, body := get(t, c, srv.URL+"/ops/report/?din=2")
+	if strings.Contains(body, "No deliveries match") {
+		t.Fatalf("first page says nothing matches although the search stopped early:\n%s", body)
+	}
+	found := map[string]bool{}
+	for pages := 1; ; pages++ {
+		for _, d := range rare {
+			if strings.Contains(body, d.ID[:12]) {
+				found[d.ID] = true
+			}
+		}
+		if len(found) == len(rare) {
+			break
+		}
+		m := link.FindStringSubmatch(body)
+		if m == nil || pages > 5 {
+			t.Fatalf("page %d: no rows of DIN 2 and no link to search on (found %d):\n%s", pages, len(found), body)
+		}
+		_, body = get(t, c, srv.URL+strings.ReplaceAll(m[1], "&amp;", "&"))
+	}
+}
