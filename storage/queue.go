@@ -233,8 +233,7 @@ func (o *retryOp) apply(w *wtx) (any, error) {
 		return nil, err
 	}
 	switch {
-	case d.State == StateFailed:
-	case d.State == StateSpooled && d.HasPayload:
+	case d.State == StateFailed, d.State == StateSpooled && d.HasPayload:
 	case d.State == StateSpooled:
 		return nil, fmt.Errorf("delivery %s was spooled and its payload deleted: %w", d.ID, ErrConflict)
 	default:
