@@ -23,6 +23,9 @@
 #   BENCH_ENCRYPT=1     the chain's store encrypted at rest (encryption_key), as
 #                       recommended for card data; 0 = clear
 #   BENCH_MAIN=1        the side-by-side rounds (0 = skip, e.g. for BENCH_1M alone)
+#   BENCH_PARTS=1       where the chain's cost goes: plain Caddy against the chain
+#                       without secondary_post and the chain whose copies are held
+#                       (destination down, circuit open), same rounds; 0 = skip
 #   BENCH_GO=1          also run the Go benchmarks and the storage soak test of
 #                       100k enqueue/deliver cycles (about 2 minutes); 0 = skip
 #   BENCH_DRAIN_N=50000 deliveries in the dedicated drain test; 0 = skip
@@ -46,6 +49,7 @@ RATE_DURATION=${BENCH_RATE_DURATION:-8}
 ENCRYPT=${BENCH_ENCRYPT:-1}
 RUN_GO=${BENCH_GO:-1}
 RUN_MAIN=${BENCH_MAIN:-1}
+RUN_PARTS=${BENCH_PARTS:-1}
 DRAIN_N=${BENCH_DRAIN_N:-50000}
 DRAIN_CONC=${BENCH_DRAIN_CONC:-4 16}
 RUN_1M=${BENCH_1M:-0}
@@ -116,7 +120,7 @@ BENCH_DB_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 CPU_PROBE_START=$($BT cpuprobe)
 $BT fsynclat -dir "$TMP" -d 3s | $BT tag kind=fsync >>"$RESULTS"
 
-read -r P_UP P_SINK_TLS P_SINK_HTTP P_PLAIN P_CHAIN P_NGINX A_PLAIN A_CHAIN P_DEAD <<<"$($BT ports -n 9)"
+read -r P_UP P_SINK_TLS P_SINK_HTTP P_PLAIN P_CHAIN P_NGINX A_PLAIN A_CHAIN P_DEAD P_CHECKS A_CHECKS P_HELD A_HELD <<<"$($BT ports -n 13)"
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
@@ -211,7 +215,10 @@ cg_make() { # MIB
 	echo "$dir"
 }
 
-chain_caddyfile() { # ADMIN PORT STORE DEST_URL SCHEDULE [CONCURRENCY]
+chain_caddyfile() { # ADMIN PORT STORE DEST_URL SCHEDULE [CONCURRENCY [COPY]]
+	local copy="secondary_post 1001"
+	# COPY=0: the same chain without secondary_post (the checks alone).
+	[ "${7:-1}" = 1 ] || copy="# no secondary_post: the checks alone"
 	cat <<EOF
 {
 	admin 127.0.0.1:$1
@@ -242,7 +249,7 @@ http://127.0.0.1:$2 {
 			prefix c
 			max_age 1h
 		}
-		secondary_post 1001
+		$copy
 		reverse_proxy 127.0.0.1:$P_UP
 	}
 }
@@ -432,6 +439,69 @@ main_rounds() {
 }
 if [ "$RUN_MAIN" = 1 ]; then
 	main_rounds
+fi
+
+# parts_rounds: where the chain's cost goes. Plain Caddy against two partial
+# chains, in alternation as above: "checks" is the chain without
+# secondary_post (postback_filter + itns_verify + reverse_proxy), "held" the
+# whole chain whose destination is down: after 10 refused attempts its circuit
+# opens and the copies stay pending, so each request pays for the synced
+# enqueue but no copy is sent while it is measured.
+parts_rounds() {
+	log "where the cost goes: plain Caddy, the checks alone, the chain with its copies held"
+	chain_caddyfile "$A_CHECKS" "$P_CHECKS" "$TMP/checks/postback" "https://127.0.0.1:$P_SINK_TLS/collect" "0s 1s 5s 30s" 4 0 >"$TMP/checks.Caddyfile"
+	chain_caddyfile "$A_HELD" "$P_HELD" "$TMP/held/postback" "https://127.0.0.1:$P_DEAD/collect" "0s 10s 1m 5m 30m 2h 5h 10h" >"$TMP/held.Caddyfile"
+	start_bg "$TMP/plain-parts.log" "$BIN" run --config "$TMP/plain.Caddyfile" --adapter caddyfile
+	local pid_plain=$LAST_PID
+	start_bg "$TMP/checks.log" "$BIN" run --config "$TMP/checks.Caddyfile" --adapter caddyfile
+	local pid_checks=$LAST_PID
+	start_bg "$TMP/held.log" "$BIN" run --config "$TMP/held.Caddyfile" --adapter caddyfile
+	local pid_held=$LAST_PID
+	wait_http "http://127.0.0.1:$A_PLAIN/config/"
+	wait_http "http://127.0.0.1:$A_CHECKS/config/"
+	wait_http "http://127.0.0.1:$A_HELD/config/"
+	local -A purl=(
+		[plain]="http://127.0.0.1:$P_PLAIN/itns.php"
+		[checks]="http://127.0.0.1:$P_CHECKS/itns.php"
+		[held]="http://127.0.0.1:$P_HELD/itns.php"
+	)
+	local -A ppid=([plain]=$pid_plain [checks]=$pid_checks [held]=$pid_held)
+	local s r out got c0 c1 u0 u1
+	for s in plain checks held; do
+		got=$(curl -fsS --data-binary @"$TMP/itns.body" -H 'Content-Type: application/x-www-form-urlencoded' "${purl[$s]}") ||
+			die "$s: the signed notification was not accepted (logs in $TMP; BENCH_KEEP=1 keeps them)"
+		[ "$got" = "OK" ] || die "$s answered '$got', want OK"
+		"$WRK" -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$TMP/itns.lua" "${purl[$s]}" >/dev/null
+	done
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for s in plain checks held; do
+			log "parts round $r/$ROUNDS: $s (${DURATION}s, load $(load1))"
+			c0=$(cpu_ticks "${ppid[$s]}")
+			u0=$(up_requests)
+			out=$("$WRK" -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$TMP/itns.lua" "${purl[$s]}")
+			u1=$(up_requests)
+			c1=$(cpu_ticks "${ppid[$s]}")
+			echo "$out" | $BT tag kind=parts_wrk server="$s" round="$r" load1="$(load1)" upstream="$((u1 - u0))" \
+				cpu_server_s="$(awk "BEGIN{print ($c1-$c0)/$CLK_TCK}")" >>"$RESULTS"
+		done
+	done
+	if [ "$RATE" != 0 ]; then
+		for ((r = 1; r <= ROUNDS; r++)); do
+			for s in plain checks held; do
+				log "parts fixed rate $r/$ROUNDS: $s ($RATE/s for ${RATE_DURATION}s, load $(load1))"
+				out=$($BT load -url "${purl[$s]}" -body "$TMP/itns.body" -rate "$RATE" -conns "$CONNS" -d "${RATE_DURATION}s")
+				echo "$out" | $BT tag kind=parts_rate server="$s" round="$r" load1="$(load1)" >>"$RESULTS"
+			done
+		done
+	fi
+	# The held chain's copies must all still be pending: none was sent.
+	$BT rss -pid "$pid_held" -admin "127.0.0.1:$A_HELD" | $BT tag kind=parts_held >>"$RESULTS"
+	stop_pid "$pid_plain"
+	stop_pid "$pid_checks"
+	stop_pid "$pid_held"
+}
+if [ "$RUN_PARTS" = 1 ]; then
+	parts_rounds
 fi
 
 # --- the drain rate on its own: a backlog of DRAIN_N, the sink up ---------------

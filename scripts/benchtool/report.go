@@ -319,6 +319,8 @@ func writeReport(w io.Writer, all []result, goOut string) {
 		}
 	}
 
+	writeParts(w, byKind, env.str("rate"))
+
 	// Deliveries of the measured runs.
 	if drains := byKind["drain"]; len(drains) > 0 {
 		var e2es []float64

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// partNames are the servers of bench.sh's parts_rounds, in their order.
+var partNames = []struct{ key, label string }{
+	{"plain", "plain Caddy `reverse_proxy`"},
+	{"checks", "checks alone: `postback_filter` + `itns_verify` + `reverse_proxy`"},
+	{"held", "whole chain, copies held (destination down, circuit open): + synced enqueue"},
+}
+
+// partsRow is one server's medians in the parts rounds, with its ratios to
+// plain Caddy taken round by round (the servers of a round ran seconds apart).
+type partsRow struct {
+	rps, ratio, cpu   float64 // req/s, ÷ plain, server CPU µs per request
+	p50, p99, add99   float64 // open loop, ms; add99: p99 − plain's p99
+	perRound          []float64
+	rateRuns, wrkRuns int
+}
+
+// partsRows computes the rows from the parts_wrk and parts_rate results.
+func partsRows(byKind map[string][]result) map[string]*partsRow {
+	wrk := map[string]map[int]run{}
+	rate := map[string]map[int]run{}
+	for _, r := range byKind["parts_wrk"] {
+		if wrk[r.str("server")] == nil {
+			wrk[r.str("server")] = map[int]run{}
+		}
+		wrk[r.str("server")][int(r.num("round"))] = toRun(r)
+	}
+	for _, r := range byKind["parts_rate"] {
+		if rate[r.str("server")] == nil {
+			rate[r.str("server")] = map[int]run{}
+		}
+		rate[r.str("server")][int(r.num("round"))] = toRun(r)
+	}
+	rows := map[string]*partsRow{}
+	for _, p := range partNames {
+		row := &partsRow{wrkRuns: len(wrk[p.key]), rateRuns: len(rate[p.key])}
+		var rps, cpu, ratios, p50, p99, add []float64
+		for _, rd := range slices.Sorted(maps.Keys(wrk[p.key])) {
+			x := wrk[p.key][rd]
+			rps = append(rps, x.rps)
+			cpu = append(cpu, x.cpuSrv)
+			if a, ok := wrk["plain"][rd]; ok && a.rps > 0 {
+				ratios = append(ratios, x.rps/a.rps)
+			}
+		}
+		for rd, x := range rate[p.key] {
+			p50 = append(p50, x.p50)
+			p99 = append(p99, x.p99)
+			if a, ok := rate["plain"][rd]; ok {
+				add = append(add, x.p99-a.p99)
+			}
+		}
+		row.rps, row.cpu, row.ratio, row.perRound = median(rps), median(cpu), median(ratios), ratios
+		row.p50, row.p99, row.add99 = median(p50), median(p99), median(add)
+		rows[p.key] = row
+	}
+	return rows
+}
+
+// writeParts writes the table of where the chain's cost goes, if the parts
+// rounds ran.
+func writeParts(w io.Writer, byKind map[string][]result, rate string) {
+	if len(byKind["parts_wrk"]) == 0 && len(byKind["parts_rate"]) == 0 {
+		return
+	}
+	rows := partsRows(byKind)
+	fmt.Fprintln(w, "Where the chain's cost goes (`BENCH_PARTS`): plain Caddy against the chain cut short, in the same alternation; wrk as above, then the open loop at "+rate+" req/s:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| server | wrk req/s | ÷ plain (median of rounds) | per round | server CPU µs/req | open loop p50 ms | p99 ms | p99 − plain's |")
+	fmt.Fprintln(w, "|---|---:|---:|---|---:|---:|---:|---:|")
+	for _, p := range partNames {
+		r := rows[p.key]
+		if r.wrkRuns == 0 && r.rateRuns == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.3f | %s | %.0f | %.2f | %.2f | %+.2f |\n",
+			p.label, r.rps, r.ratio, joinF(r.perRound, "%.3f"), r.cpu, r.p50, r.p99, r.add99)
+	}
+	fmt.Fprintln(w)
+	var notes []string
+	if h := byKindFirst(byKind, "parts_held"); h["pending"] != nil {
+		notes = append(notes, fmt.Sprintf("The held chain ended with %.0f copies pending and %.0f delivered: none was sent while it was measured.",
+			h.num("pending"), h.num("delivered")))
+	}
+	notes = append(notes, "The chain of the main table adds the copies (a second HTTPS request per notification, with the sink on the same cores) to the held row; its p99 above is measured in other minutes.")
+	fmt.Fprintln(w, strings.Join(notes, " "))
+	fmt.Fprintln(w)
+}
