@@ -176,6 +176,14 @@ sink_field() { $BT count -url "$SINK_COUNT" | sed -E "s/.*\"$1\":([0-9]+).*/\1/"
 
 $BT wrklua -secret "$BENCH_ITNS_SECRET" -prefix c -out "$TMP/itns"
 
+# smoke NAME URL: the signed notification must be accepted and answered OK.
+smoke() {
+	local got
+	got=$(curl -fsS --data-binary @"$TMP/itns.body" -H 'Content-Type: application/x-www-form-urlencoded' "$2") ||
+		die "$1: the signed notification was not accepted (logs in $TMP; BENCH_KEEP=1 keeps them)"
+	[ "$got" = "OK" ] || die "$1 answered '$got', want OK"
+}
+
 # --- configurations -----------------------------------------------------------
 GLOBAL_COMMON="persist_config off
 	auto_https off"
@@ -332,9 +340,7 @@ main_rounds() {
 
 	# Smoke test: each answers the upstream's OK; a forged signature is refused.
 	for s in plain chain nginx; do
-		got=$(curl -fsS --data-binary @"$TMP/itns.body" -H 'Content-Type: application/x-www-form-urlencoded' "${URL[$s]}") ||
-			die "$s: the signed notification was not accepted (logs in $TMP; BENCH_KEEP=1 keeps them)"
-		[ "$got" = "OK" ] || die "$s answered '$got', want OK"
+		smoke "$s" "${URL[$s]}"
 	done
 	code=$(curl -s -o /dev/null -w '%{http_code}' --data 'ctransaction=SALE&cverify=00000000' "${URL[chain]}")
 	[ "$code" = 403 ] || die "chain: a forged signature got $code, want 403"
@@ -466,11 +472,9 @@ parts_rounds() {
 		[held]="http://127.0.0.1:$P_HELD/itns.php"
 	)
 	local -A ppid=([plain]=$pid_plain [checks]=$pid_checks [held]=$pid_held)
-	local s r out got c0 c1 u0 u1
+	local s r out c0 c1 u0 u1
 	for s in plain checks held; do
-		got=$(curl -fsS --data-binary @"$TMP/itns.body" -H 'Content-Type: application/x-www-form-urlencoded' "${purl[$s]}") ||
-			die "$s: the signed notification was not accepted (logs in $TMP; BENCH_KEEP=1 keeps them)"
-		[ "$got" = "OK" ] || die "$s answered '$got', want OK"
+		smoke "$s" "${purl[$s]}"
 		"$WRK" -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$TMP/itns.lua" "${purl[$s]}" >/dev/null
 	done
 	for ((r = 1; r <= ROUNDS; r++)); do
