@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -398,30 +397,6 @@ func cmdTag(args []string) error {
 		return err
 	}
 	fmt.Println(string(b))
-	return nil
-}
-
-// cmdPorts prints n loopback TCP ports that were free a moment ago.
-func cmdPorts(args []string) error {
-	fs := flag.NewFlagSet("ports", flag.ExitOnError)
-	n := fs.Int("n", 1, "how many")
-	_ = fs.Parse(args)
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []string
-	for range *n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		ls = append(ls, l)
-		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-	}
-	fmt.Println(strings.Join(ports, " "))
 	return nil
 }
 
