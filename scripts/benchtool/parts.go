@@ -26,20 +26,7 @@ type partsRow struct {
 
 // partsRows computes the rows from the parts_wrk and parts_rate results.
 func partsRows(byKind map[string][]result) map[string]*partsRow {
-	wrk := map[string]map[int]run{}
-	rate := map[string]map[int]run{}
-	for _, r := range byKind["parts_wrk"] {
-		if wrk[r.str("server")] == nil {
-			wrk[r.str("server")] = map[int]run{}
-		}
-		wrk[r.str("server")][int(r.num("round"))] = toRun(r)
-	}
-	for _, r := range byKind["parts_rate"] {
-		if rate[r.str("server")] == nil {
-			rate[r.str("server")] = map[int]run{}
-		}
-		rate[r.str("server")][int(r.num("round"))] = toRun(r)
-	}
+	wrk, rate := byServerRound(byKind["parts_wrk"]), byServerRound(byKind["parts_rate"])
 	rows := map[string]*partsRow{}
 	for _, p := range partNames {
 		row := &partsRow{wrkRuns: len(wrk[p.key]), rateRuns: len(rate[p.key])}
@@ -64,6 +51,19 @@ func partsRows(byKind map[string][]result) map[string]*partsRow {
 		rows[p.key] = row
 	}
 	return rows
+}
+
+// byServerRound indexes runs by server, then round.
+func byServerRound(rs []result) map[string]map[int]run {
+	m := map[string]map[int]run{}
+	for _, r := range rs {
+		s := r.str("server")
+		if m[s] == nil {
+			m[s] = map[int]run{}
+		}
+		m[s][int(r.num("round"))] = toRun(r)
+	}
+	return m
 }
 
 // writeParts writes the table of where the chain's cost goes, if the parts
