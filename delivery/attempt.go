@@ -36,7 +36,7 @@ func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func(
 	if s.cancelled {
 		return false // left pending: at-least-once, retried after restart
 	}
-	a := answer{result: s.result}
+	a := answer{result: s.result, started: s.attempt.At}
 	if s.hasRA {
 		a.retryAfter = min(s.retryAfter, d.maxRetryAfter)
 	}
@@ -56,6 +56,7 @@ func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func(
 type answer struct {
 	result     string        // Result*, "" when nothing was sent
 	retryAfter time.Duration // its Retry-After, bounded; 0 without
+	started    time.Time     // when the attempt was sent
 }
 
 // decide turns an attempt into the delivery's next state.

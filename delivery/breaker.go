@@ -32,9 +32,11 @@ type breaker struct {
 	wait    time.Duration // before the next probe
 	probeAt time.Time     // when the next probe may start
 	probe   string        // the probe in flight, "" when none
-	// lastFail is when the destination last failed an attempt: held
-	// deliveries due after it have not had a probe's chance yet.
-	lastFail time.Time
+	// failedStart is when the latest failed attempt started. A held
+	// delivery due after it has not had a probe's chance yet: an attempt
+	// that was already under way when it became due says nothing of it
+	// (TestGiveUpWaitsForAProbeStartedAfterDue).
+	failedStart time.Time
 }
 
 // ended records what the destination answered attempt id: a Result*
@@ -62,7 +64,9 @@ func (b *breaker) ended(now time.Time, id string, a answer, dest *Destination, j
 		return true
 	}
 	b.streak++
-	b.lastFail = now
+	if a.started.After(b.failedStart) {
+		b.failedStart = a.started
+	}
 	switch {
 	case b.open && wasProbe:
 		b.wait = min(2*b.wait, dest.BreakerMaxProbe)

@@ -16,7 +16,7 @@ func TestBreakerOpensAfterThresholdAndBacksOff(t *testing.T) {
 	}
 	// Nothing sent (a cancelled attempt, a give-up) does not count.
 	b.ended(t0, "x", answer{}, dest, 0)
-	if !b.ended(t0, "x", answer{result: ResultHTTPError}, dest, 0) || !b.open || !b.since.Equal(t0) || !b.lastFail.Equal(t0) {
+	if !b.ended(t0, "x", answer{result: ResultHTTPError, started: t0}, dest, 0) || !b.open || !b.since.Equal(t0) || !b.failedStart.Equal(t0) {
 		t.Fatalf("not open after 3 failures: %+v", b)
 	}
 	if want := t0.Add(DefaultFirstProbe); !b.probeAt.Equal(want) {
@@ -34,11 +34,11 @@ func TestBreakerOpensAfterThresholdAndBacksOff(t *testing.T) {
 		if b.mayProbe(now) {
 			t.Fatal("a second probe while one is in flight")
 		}
-		if b.ended(now, "p", answer{result: ResultNetworkError}, dest, 0) {
+		if b.ended(now, "p", answer{result: ResultNetworkError, started: now}, dest, 0) {
 			t.Fatal("a failed probe changed the state")
 		}
-		if got := b.probeAt.Sub(now); got != want || b.probe != "" || !b.lastFail.Equal(now) {
-			t.Fatalf("next probe after %s, want %s (probe %q, last failure %s)", got, want, b.probe, b.lastFail)
+		if got := b.probeAt.Sub(now); got != want || b.probe != "" || !b.failedStart.Equal(now) {
+			t.Fatalf("next probe after %s, want %s (probe %q, last failed start %s)", got, want, b.probe, b.failedStart)
 		}
 	}
 	// Another attempt failing (in flight when it opened) does not push the probe.

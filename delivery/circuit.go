@@ -48,14 +48,14 @@ func (r *runner) dispatchOpen(dest *Destination, dirty bool) bool {
 }
 
 // giveUpBefore is the due time before which held deliveries are given up:
-// they have waited their schedule's span, and the destination failed an
-// attempt (the one that opened the circuit, or a probe) after they became
-// due. The second condition keeps a short schedule, or a manual retry of a
-// one-attempt one, from being given up before a probe had its chance.
+// they have waited their schedule's span, and an attempt (a probe, or one
+// in flight as the circuit opened) that started after they became due has
+// failed. The second condition keeps a short schedule, or a manual retry of
+// a one-attempt one, from being given up before a probe had its chance.
 func (r *runner) giveUpBefore(dest *Destination) time.Time {
 	t := r.d.now().Add(-dest.holdSpan())
-	if r.brk.lastFail.Before(t) {
-		t = r.brk.lastFail
+	if r.brk.failedStart.Before(t) {
+		t = r.brk.failedStart
 	}
 	return t
 }

@@ -255,3 +255,39 @@ func waitOpen(t *testing.T, obs *recorder, din string) {
 	t.Helper()
 	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), din+":true") })
 }
+
+// The flaky TestManualRetryProbesOpenCircuit's cause: a delivery enqueued
+// while the attempt that opens the circuit was in flight became due before
+// that attempt failed, but after it started. That failure says nothing of
+// the new delivery, so it must wait for a probe, not be given up at once
+// with no attempt (one-attempt schedule: span 0).
+func TestGiveUpWaitsForAProbeStartedAfterDue(t *testing.T) {
+	store := newFakeStore()
+	first := store.add("9", "", []byte("a=1"), time.Now(), 0)
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	srv := newSink(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if n == 1 {
+			close(inFlight)
+			<-release
+		}
+		w.WriteHeader(http.StatusBadGateway)
+	})
+	obs := newRecorder()
+	d := run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
+		Schedule: ms(0), Concurrency: 1, BreakerThreshold: 1, BreakerMaxProbe: time.Hour})
+	<-inFlight
+	late := store.add("9", "", []byte("a=2"), time.Now(), 0)
+	d.Notify("9")
+	close(release) // the first attempt fails and opens the circuit
+	waitOpen(t, obs, "9")
+	d.ProbeNow("9")
+	waitFor(t, 5*time.Second, "the late delivery to be probed", func() bool {
+		return store.get(late).State != storage.StatePending
+	})
+	if got := store.get(late); got.State != storage.StateFailed || len(got.Attempts) != 1 {
+		t.Errorf("late delivery: %s after %d attempts; want failed after the probe's one attempt", got.State, len(got.Attempts))
+	}
+	if got := store.get(first); got.State != storage.StateFailed || len(got.Attempts) != 1 {
+		t.Errorf("first delivery: %s after %d attempts", got.State, len(got.Attempts))
+	}
+}
