@@ -41,9 +41,7 @@ func (d *Dispatcher) attempt(dest *Destination, dl *storage.Delivery, sent func(
 		a.retryAfter = min(s.retryAfter, d.maxRetryAfter)
 	}
 	report(a)
-	if d.obs != nil {
-		d.obs.Attempted(dest.DIN, s.result, s.attempt.Duration)
-	}
+	d.obs.Attempted(dest.DIN, s.result, s.attempt.Duration)
 	out := d.decide(dest, dl, n, s, payload)
 	if out.State == storage.StatePending {
 		d.log.Debug("delivery: attempt failed, will retry", "din", dest.DIN, "id", dl.ID,
@@ -153,8 +151,6 @@ func (d *Dispatcher) complete(dest *Destination, dl *storage.Delivery, a storage
 	}
 	d.log.Log(context.Background(), level, "delivery: finished", "din", dest.DIN, "id", dl.ID, "state", out.State,
 		"attempts", n, "status", a.Status, "error", a.Error, "spool_file", out.SpoolFile, "last_error", out.Error)
-	if d.obs != nil {
-		d.obs.Finished(dest.DIN, out.State)
-	}
+	d.obs.Finished(dest.DIN, out.State)
 	return false
 }

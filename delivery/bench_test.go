@@ -16,11 +16,11 @@ import (
 
 // countObs closes done once want deliveries have finished.
 type countObs struct {
+	NopObserver
 	n, want atomic.Int64
 	done    chan struct{}
 }
 
-func (o *countObs) Attempted(string, string, time.Duration) {}
 func (o *countObs) Finished(din string, st storage.State) {
 	if o.n.Add(1) == o.want.Load() {
 		close(o.done)
@@ -60,12 +60,12 @@ func BenchmarkDrain(b *testing.B) {
 
 // drainAndReport starts a dispatcher on store, times until b.N deliveries
 // have finished, reports deliveries/s and stops it.
-func drainAndReport(b *testing.B, store Store, dests []*Destination, timeout time.Duration) {
+func drainAndReport(b *testing.B, store Queue, dests []*Destination, timeout time.Duration) {
 	b.Helper()
 	obs := &countObs{done: make(chan struct{})}
 	obs.want.Store(int64(b.N))
 	d := New(store, Options{Observer: obs})
-	d.SetDestinations(dests)
+	mustSet(b, d, dests)
 	b.ResetTimer()
 	start := time.Now()
 	d.Start()

@@ -106,15 +106,7 @@ func (r *runner) circuitChanged(open bool, why string) {
 		r.d.log.Info("delivery: circuit closed", "din", r.din, "reason", why,
 			"open_for", now.Sub(since).Round(time.Millisecond).String())
 	}
-	if c, ok := r.d.obs.(CircuitObserver); ok {
-		c.Circuit(r.din, open)
-	}
-}
-
-// CircuitObserver is the optional part of an Observer that hears when a
-// DIN's circuit opens or closes (from the DIN's loop; must not block).
-type CircuitObserver interface {
-	Circuit(din string, open bool)
+	r.d.obs.Circuit(r.din, open)
 }
 
 // ProbeNow is for an operator's manual retry: if din's circuit is open, its

@@ -155,7 +155,7 @@ func TestCircuitResetBySettingsChange(t *testing.T) {
 	}
 	d := run(t, store, Options{Observer: obs}, dest(dead))
 	waitOpen(t, obs, "9")
-	d.SetDestinations([]*Destination{dest(good)})
+	mustSet(t, d, []*Destination{dest(good)})
 	// The deliveries that failed once are due in an hour; the others now.
 	waitFor(t, 5*time.Second, "untouched ones delivered", func() bool {
 		return store.count(storage.StateDelivered) == 50-len(dead.requests())

@@ -1,12 +1,15 @@
 package delivery
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/postbackedge/caddy-postback/storage"
 )
 
 // Defaults applied to a Destination's zero fields.
@@ -33,6 +36,8 @@ type Destination struct {
 	// ItemCode is the 4-character ITPS publication code, sent as header
 	// X-Postback-Item-Code when set.
 	ItemCode string
+	// InsecureHTTP allows an http:// URL (tests only).
+	InsecureHTTP bool
 	// Timeout bounds one attempt (default 15s).
 	Timeout time.Duration
 	// Schedule[i] is the delay before attempt i; len(Schedule) is the number
@@ -67,43 +72,120 @@ type Spooler interface {
 	Spool(din, id string, payload []byte) (path string, err error)
 }
 
-// Validate reports a destination the dispatcher cannot run.
+// Validate is the one set of rules a destination must meet; the
+// configuration adapters call it (and the field checks below, for a precise
+// message) at load time, and SetDestinations refuses what fails it, so a
+// running edge never holds a DIN it will not deliver. Messages quote values
+// but never a URL's credentials or query.
 func (d *Destination) Validate() error {
-	if d.DIN == "" {
-		return fmt.Errorf("destination: empty DIN")
+	if err := storage.CheckDIN(d.DIN); err != nil {
+		return fmt.Errorf("destination: %w", err)
 	}
-	if d.URL == nil || d.URL.Host == "" || (d.URL.Scheme != "https" && d.URL.Scheme != "http") {
-		return fmt.Errorf("destination %s: URL must be absolute http(s)", d.DIN)
+	if err := CheckURL(d.URL, d.InsecureHTTP); err != nil {
+		return fmt.Errorf("destination %s: %w", d.DIN, err)
 	}
-	switch strings.ToUpper(d.Method) {
-	case "", http.MethodPost, http.MethodGet:
+	if _, err := ParseMethod(d.Method); err != nil && d.Method != "" {
+		return fmt.Errorf("destination %s: %w", d.DIN, err)
+	}
+	if err := CheckItemCode(d.ItemCode); err != nil {
+		return fmt.Errorf("destination %s: %w", d.DIN, err)
+	}
+	if d.Timeout < 0 {
+		return fmt.Errorf("destination %s: timeout %s must not be negative", d.DIN, d.Timeout)
+	}
+	if d.Concurrency < 0 {
+		return fmt.Errorf("destination %s: concurrency %d must not be negative", d.DIN, d.Concurrency)
+	}
+	if err := CheckSchedule(d.Schedule); err != nil {
+		return fmt.Errorf("destination %s: %w", d.DIN, err)
+	}
+	if err := CheckBreaker(d.BreakerThreshold, d.BreakerMaxProbe); err != nil {
+		return fmt.Errorf("destination %s: %w", d.DIN, err)
+	}
+	return nil
+}
+
+// CheckURL accepts an absolute https:// URL, or http:// when insecure is
+// set (tests only: a copy carries card data).
+func CheckURL(u *url.URL, insecure bool) error {
+	if u == nil || u.Host == "" {
+		return errors.New("url: not an absolute URL")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if insecure {
+			return nil
+		}
+		return fmt.Errorf("url %s: destinations must use https:// (insecure_http allows http:// for tests)", RedactURL(u))
 	default:
-		return fmt.Errorf("destination %s: method %q: must be POST or GET", d.DIN, d.Method)
+		return fmt.Errorf("url %s: scheme must be https", RedactURL(u))
 	}
-	if d.ItemCode != "" && !validItemCode(d.ItemCode) {
-		return fmt.Errorf("destination %s: item code must be 4 visible ASCII characters", d.DIN)
+}
+
+// ParseMethod returns POST or GET for a method named in any case; empty
+// means POST.
+func ParseMethod(m string) (string, error) {
+	switch strings.ToUpper(m) {
+	case "", http.MethodPost:
+		return http.MethodPost, nil
+	case http.MethodGet:
+		return http.MethodGet, nil
 	}
-	if d.Timeout < 0 || d.Concurrency < 0 || d.BreakerMaxProbe < 0 {
-		return fmt.Errorf("destination %s: negative timeout, concurrency or probe interval", d.DIN)
+	return "", fmt.Errorf("method %q: must be POST or GET", m)
+}
+
+// CheckItemCode accepts an empty code or 4 visible ASCII characters: it
+// goes out as a header value, where other bytes would be mangled.
+func CheckItemCode(s string) error {
+	if s == "" {
+		return nil
 	}
-	for _, s := range d.Schedule {
-		if s < 0 {
-			return fmt.Errorf("destination %s: negative delay in retry schedule", d.DIN)
+	ok := len(s) == 4
+	for i := 0; ok && i < len(s); i++ {
+		ok = s[i] >= 0x21 && s[i] <= 0x7e
+	}
+	if !ok {
+		return fmt.Errorf("item_code %q: must be 4 visible ASCII characters", s)
+	}
+	return nil
+}
+
+// CheckSchedule accepts an empty schedule (the default) or one that starts
+// with 0: the first attempt is immediate, and a delayed one would hold the
+// copy back for no reason. No delay may be negative.
+func CheckSchedule(s []time.Duration) error {
+	if len(s) > 0 && s[0] != 0 {
+		return fmt.Errorf("retry_schedule must start with 0s (the first attempt is immediate), got %s", s[0])
+	}
+	for _, d := range s {
+		if d < 0 {
+			return fmt.Errorf("retry_schedule: negative delay %s", d)
 		}
 	}
 	return nil
 }
 
-func validItemCode(s string) bool {
-	if len(s) != 4 {
-		return false
+// CheckBreaker accepts a threshold of -1 (off), 0 (the default) or more,
+// and a maximum probe interval that is not negative.
+func CheckBreaker(threshold int, maxProbe time.Duration) error {
+	if threshold < -1 {
+		return fmt.Errorf("breaker_threshold %d: must be -1 (off) or more", threshold)
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x21 || s[i] > 0x7e {
-			return false
-		}
+	if maxProbe < 0 {
+		return fmt.Errorf("breaker_max_probe %s must not be negative", maxProbe)
 	}
-	return true
+	return nil
+}
+
+// RedactURL drops credentials and the query from a URL, for messages.
+func RedactURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	c.ForceQuery = false
+	return c.String()
 }
 
 // normalized returns a copy with defaults applied, so that a caller changing
@@ -112,10 +194,7 @@ func (d *Destination) normalized(defaultClient *http.Client) *Destination {
 	n := *d
 	u := *d.URL
 	n.URL = &u
-	n.Method = strings.ToUpper(d.Method)
-	if n.Method == "" {
-		n.Method = http.MethodPost
-	}
+	n.Method, _ = ParseMethod(d.Method) // Validate has accepted it
 	if n.Timeout == 0 {
 		n.Timeout = DefaultTimeout
 	}

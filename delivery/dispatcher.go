@@ -5,19 +5,22 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
-// Store is what the dispatcher needs of the durable queue; *storage.Store
-// satisfies it.
-type Store interface {
+// Queue is what the dispatcher drains: the part of Store its workers use.
+type Queue interface {
 	// Due lists pending deliveries of din with NextAttempt <= now, earliest first.
 	Due(din string, now time.Time, limit int) ([]storage.Delivery, error)
 	// NextDue is the earliest NextAttempt among the pending deliveries of din.
 	NextDue(din string) (time.Time, bool)
+	// PendingDINs lists the DINs that have pending deliveries, so that those
+	// of a DIN nobody configures are reported.
+	PendingDINs() ([]string, error)
 	// Payload returns what is to be sent; storage.ErrNotFound when gone.
 	Payload(id string) ([]byte, error)
 	// Complete appends an attempt and applies the outcome; storage.ErrConflict
@@ -25,14 +28,27 @@ type Store interface {
 	Complete(id string, a storage.Attempt, out storage.Outcome) (storage.Delivery, error)
 }
 
-// Observer learns about attempts and final states (metrics). Its methods are
-// called from the worker goroutines, concurrently, and must not block.
+// Observer learns about deliveries (metrics). Its methods are called from
+// the request path and the worker goroutines, concurrently, and must not
+// block.
 type Observer interface {
+	// Enqueued reports a delivery written for din.
+	Enqueued(din string)
 	// Attempted reports one recorded attempt; result is one of the Result* constants.
 	Attempted(din, result string, d time.Duration)
 	// Finished reports a delivery that reached delivered, spooled or failed.
 	Finished(din string, state storage.State)
+	// Circuit reports din's circuit opening or closing.
+	Circuit(din string, open bool)
 }
+
+// NopObserver observes nothing; embed it to implement part of Observer.
+type NopObserver struct{}
+
+func (NopObserver) Enqueued(string)                         {}
+func (NopObserver) Attempted(string, string, time.Duration) {}
+func (NopObserver) Finished(string, storage.State)          {}
+func (NopObserver) Circuit(string, bool)                    {}
 
 // Options tune a Dispatcher; zero values mean the defaults.
 type Options struct {
@@ -71,7 +87,7 @@ const (
 
 // Dispatcher runs one loop per configured DIN that drains its due deliveries.
 type Dispatcher struct {
-	store         Store
+	store         Queue
 	log           *slog.Logger
 	obs           Observer
 	userAgent     string
@@ -97,7 +113,7 @@ type Dispatcher struct {
 }
 
 // New returns a dispatcher for store; call SetDestinations and Start.
-func New(store Store, opts Options) *Dispatcher {
+func New(store Queue, opts Options) *Dispatcher {
 	d := &Dispatcher{
 		store:         store,
 		log:           opts.Logger,
@@ -115,6 +131,9 @@ func New(store Store, opts Options) *Dispatcher {
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.obs == nil {
+		d.obs = NopObserver{}
 	}
 	if d.userAgent == "" {
 		d.userAgent = DefaultUserAgent
@@ -153,25 +172,24 @@ func New(store Store, opts Options) *Dispatcher {
 
 // SetDestinations replaces the configuration atomically: new DINs start,
 // removed ones stop taking work (their in-flight attempts finish), changed
-// ones use the new settings from their next attempt. Invalid destinations are
-// logged and left out, so their deliveries stay pending.
-func (d *Dispatcher) SetDestinations(dests []*Destination) {
+// ones use the new settings from their next attempt. A destination that
+// fails Validate, or a DIN given twice, refuses the whole set and changes
+// nothing: a running edge never holds a DIN it would not deliver.
+func (d *Dispatcher) SetDestinations(dests []*Destination) error {
 	next := make(map[string]*Destination, len(dests))
 	for _, dst := range dests {
 		if dst == nil {
 			continue
 		}
 		if err := dst.Validate(); err != nil {
-			d.log.Error("delivery: destination ignored", "din", dst.DIN, "error", err)
-			continue
+			return err
 		}
 		if _, dup := next[dst.DIN]; dup {
-			d.log.Error("delivery: duplicate destination, the last one wins", "din", dst.DIN)
+			return fmt.Errorf("destination %s given twice", dst.DIN)
 		}
 		next[dst.DIN] = dst.normalized(d.client)
 	}
 
-	var removed []string
 	var stale []*Destination // replaced settings whose idle connections can go
 	d.mu.Lock()
 	started := d.started && !d.stopping
@@ -196,7 +214,6 @@ func (d *Dispatcher) SetDestinations(dests []*Destination) {
 			continue
 		}
 		stale = append(stale, o)
-		removed = append(removed, din)
 		if r := d.runners[din]; r != nil {
 			r.set(nil)
 		}
@@ -222,31 +239,32 @@ func (d *Dispatcher) SetDestinations(dests []*Destination) {
 		}
 	}
 	if started {
-		d.warnPending(removed)
+		d.warnPending()
 	}
+	return nil
 }
 
-// pendingLister is the optional part of a Store (*storage.Store has it) that
-// lets the dispatcher find pending deliveries of DINs nobody configured.
-type pendingLister interface {
-	PendingDINs() ([]string, error)
+// DINs lists the configured destinations, sorted.
+func (d *Dispatcher) DINs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dins := make([]string, 0, len(d.dests))
+	for din := range d.dests {
+		dins = append(dins, din)
+	}
+	slices.Sort(dins)
+	return dins
 }
 
-// warnPending warns about pending deliveries of unconfigured DINs: all of
-// them when the store can list them, else those of the DINs just removed.
-func (d *Dispatcher) warnPending(removed []string) {
-	if pl, ok := d.store.(pendingLister); ok {
-		dins, err := pl.PendingDINs()
-		if err != nil {
-			d.log.Warn("delivery: listing pending DINs", "error", err)
-			return
-		}
-		removed = dins
+// warnPending warns about the pending deliveries of unconfigured DINs.
+func (d *Dispatcher) warnPending() {
+	dins, err := d.store.PendingDINs()
+	if err != nil {
+		d.log.Warn("delivery: listing pending DINs", "error", err)
+		return
 	}
-	for _, din := range removed {
-		if _, ok := d.store.NextDue(din); ok {
-			d.warnUnconfigured(din)
-		}
+	for _, din := range dins {
+		d.warnUnconfigured(din)
 	}
 }
 
@@ -316,7 +334,7 @@ func (d *Dispatcher) Start() {
 		d.startRunner(din, dst)
 	}
 	d.mu.Unlock()
-	d.warnPending(nil)
+	d.warnPending()
 }
 
 // Stop stops taking work and waits for in-flight attempts until ctx is done;

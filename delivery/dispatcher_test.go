@@ -205,7 +205,7 @@ func TestStopLeavesInFlightPendingAndEndsGoroutines(t *testing.T) {
 	id := store.add("1", "", []byte("a=1"), time.Now(), 0)
 	ok := store.add("2", "", []byte("a=1"), time.Now(), 0)
 	d := New(store, Options{})
-	d.SetDestinations([]*Destination{
+	mustSet(t, d, []*Destination{
 		{DIN: "1", URL: hang.url(t, "/"), Schedule: ms(0, 10)},
 		{DIN: "2", URL: fine.url(t, "/"), Schedule: ms(0)}, // leaves an idle keep-alive connection
 	})
@@ -344,7 +344,7 @@ func TestUnconfiguredDINWarnsOnceAndStaysPending(t *testing.T) {
 		t.Error("delivery of an unconfigured DIN was touched")
 	}
 	// Configured later: delivered.
-	d.SetDestinations([]*Destination{{DIN: "1", URL: srv.url(t, "/")}, {DIN: "404", URL: srv.url(t, "/")}})
+	mustSet(t, d, []*Destination{{DIN: "1", URL: srv.url(t, "/")}, {DIN: "404", URL: srv.url(t, "/")}})
 	waitFor(t, 5*time.Second, "delivered", func() bool { return store.get(id).State == storage.StateDelivered })
 }
 
@@ -366,7 +366,7 @@ func TestSetDestinationsSwapWhileWorking(t *testing.T) {
 	waitFor(t, 5*time.Second, "work under way", func() bool { return len(a1.requests()) >= 5 })
 
 	// Change A's URL and add B, mid-drain.
-	d.SetDestinations([]*Destination{
+	mustSet(t, d, []*Destination{
 		{DIN: "A", URL: a2.url(t, "/two"), Schedule: ms(0), Concurrency: 4},
 		{DIN: "B", URL: b.url(t, "/b"), Schedule: ms(0)},
 	})
@@ -380,7 +380,7 @@ func TestSetDestinationsSwapWhileWorking(t *testing.T) {
 	}
 
 	// Remove A: its new deliveries wait, with one warning.
-	d.SetDestinations([]*Destination{{DIN: "B", URL: b.url(t, "/b"), Schedule: ms(0)}})
+	mustSet(t, d, []*Destination{{DIN: "B", URL: b.url(t, "/b"), Schedule: ms(0)}})
 	late := store.add("A", "", []byte("a=2"), time.Now(), 0)
 	d.Notify("A")
 	time.Sleep(50 * time.Millisecond)
@@ -391,7 +391,7 @@ func TestSetDestinationsSwapWhileWorking(t *testing.T) {
 		t.Error("no warning for the removed DIN")
 	}
 	// Back again: delivered to the new URL.
-	d.SetDestinations([]*Destination{{DIN: "A", URL: a1.url(t, "/three"), Schedule: ms(0)}})
+	mustSet(t, d, []*Destination{{DIN: "A", URL: a1.url(t, "/three"), Schedule: ms(0)}})
 	waitFor(t, 5*time.Second, "late one delivered", func() bool { return store.get(late).State == storage.StateDelivered })
 	reqs := a1.requests()
 	if last := reqs[len(reqs)-1]; last.URL.Path != "/three" {
@@ -437,28 +437,13 @@ func TestMissingPayloadFails(t *testing.T) {
 	}
 }
 
-// listingStore adds the optional PendingDINs of *storage.Store.
-type listingStore struct{ *fakeStore }
-
-func (s listingStore) PendingDINs() ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for din, keys := range s.due {
-		if len(keys) > 0 {
-			out = append(out, din)
-		}
-	}
-	return out, nil
-}
-
 func TestStartWarnsAboutPendingOfUnconfiguredDIN(t *testing.T) {
 	logs := &logBuffer{}
 	srv := newSink(t, nil)
 	store := newFakeStore()
 	store.add("orphan", "", []byte("a=1"), time.Now(), 0)
 	store.add("1", "", []byte("a=1"), time.Now(), 0)
-	run(t, listingStore{store}, Options{Logger: logs.logger()}, &Destination{DIN: "1", URL: srv.url(t, "/")})
+	run(t, store, Options{Logger: logs.logger()}, &Destination{DIN: "1", URL: srv.url(t, "/")})
 	waitFor(t, 5*time.Second, "configured one delivered", func() bool { return store.count(storage.StateDelivered) == 1 })
 	if out := logs.String(); strings.Count(out, "not configured") != 1 || !strings.Contains(out, "din=orphan") {
 		t.Errorf("want one warning for orphan:\n%s", out)

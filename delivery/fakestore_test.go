@@ -110,6 +110,18 @@ func (s *fakeStore) NextDue(din string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+func (s *fakeStore) PendingDINs() ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for din, keys := range s.due {
+		if len(keys) > 0 {
+			out = append(out, din)
+		}
+	}
+	return out, nil
+}
+
 func (s *fakeStore) Payload(id string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -186,4 +198,4 @@ func (s *fakeStore) hasPayload(id string) bool {
 	return ok
 }
 
-var _ Store = (*fakeStore)(nil)
+var _ Queue = (*fakeStore)(nil)

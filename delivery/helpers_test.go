@@ -117,6 +117,7 @@ func (l *logBuffer) logger() *slog.Logger {
 
 // recorder is an Observer that counts what it hears.
 type recorder struct {
+	NopObserver
 	mu       sync.Mutex
 	results  map[string]int
 	finished map[storage.State]int
@@ -170,10 +171,12 @@ type spoolFunc func(din, id string, payload []byte) (string, error)
 func (f spoolFunc) Spool(din, id string, payload []byte) (string, error) { return f(din, id, payload) }
 
 // run starts a dispatcher over store with dests; it is stopped at cleanup.
-func run(t testing.TB, store Store, opts Options, dests ...*Destination) *Dispatcher {
+func run(t testing.TB, store Queue, opts Options, dests ...*Destination) *Dispatcher {
 	t.Helper()
 	d := New(store, opts)
-	d.SetDestinations(dests)
+	if err := d.SetDestinations(plainHTTP(dests)); err != nil {
+		t.Fatal(err)
+	}
 	d.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -181,6 +184,25 @@ func run(t testing.TB, store Store, opts Options, dests ...*Destination) *Dispat
 		_ = d.Stop(ctx)
 	})
 	return d
+}
+
+// plainHTTP allows http:// for destinations on the tests' plain httptest
+// sinks (a configuration needs insecure_http for that).
+func plainHTTP(dests []*Destination) []*Destination {
+	for _, d := range dests {
+		if d != nil && d.URL != nil && d.URL.Scheme == "http" {
+			d.InsecureHTTP = true
+		}
+	}
+	return dests
+}
+
+// mustSet hands dests (on plain http sinks) to d.
+func mustSet(t testing.TB, d *Dispatcher, dests []*Destination) {
+	t.Helper()
+	if err := d.SetDestinations(plainHTTP(dests)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // ms builds a schedule in milliseconds.

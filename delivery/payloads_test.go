@@ -83,7 +83,7 @@ func TestOfferedPayloadServesFirstAttempt(t *testing.T) {
 	offered := store.add("7", "text/plain", []byte("x=1"), time.Now(), 0)
 	obs := newRecorder()
 	d := New(store, Options{Observer: obs})
-	d.SetDestinations([]*Destination{{DIN: "7", URL: srv.url(t, "/"), Schedule: ms(0, 20)}})
+	mustSet(t, d, []*Destination{{DIN: "7", URL: srv.url(t, "/"), Schedule: ms(0, 20)}})
 	d.Offer(offered, []byte("x=1"))
 	d.Start()
 	t.Cleanup(func() { _ = d.Stop(context.Background()) })

@@ -53,7 +53,6 @@ const (
 	DefaultLimit = 50
 	MaxLimit     = 1000
 	maxIDLen     = 64
-	maxDINLen    = 32
 )
 
 // ValidID reports whether s looks like a delivery id: lowercase hex. The
@@ -64,19 +63,6 @@ func ValidID(s string) bool {
 	}
 	for _, c := range s {
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-// ValidDIN is the DIN syntax of the postback configuration.
-func ValidDIN(s string) bool {
-	if s == "" || len(s) > maxDINLen {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
 			return false
 		}
 	}
@@ -108,8 +94,8 @@ func ParseFilter(q url.Values, now time.Time, defaultLimit int, extra ...string)
 		}
 	}
 	if v := q.Get("din"); v != "" {
-		if !ValidDIN(v) {
-			return f, badRequest("din %q: a DIN is 1 to 32 letters, digits, '-' or '_'", v)
+		if err := storage.CheckDIN(v); err != nil {
+			return f, badRequest("din: %v", err)
 		}
 		f.DIN = v
 	}

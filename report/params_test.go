@@ -63,16 +63,11 @@ func TestReportParseFilterRejectsMalformed(t *testing.T) {
 	}
 }
 
-func TestReportValidIDAndDIN(t *testing.T) {
+func TestReportValidID(t *testing.T) {
 	for s, want := range map[string]bool{"0123456789abcdef0123456789abcdef": true, "ab": true, "": false,
 		"ABCD": false, "12g4": false, "../x": false, string(make([]byte, 65)): false} {
 		if ValidID(s) != want {
 			t.Errorf("ValidID(%q) = %v", s, !want)
-		}
-	}
-	for s, want := range map[string]bool{"1001": true, "shop-A_1": true, "": false, "a b": false, "a/b": false} {
-		if ValidDIN(s) != want {
-			t.Errorf("ValidDIN(%q) = %v", s, !want)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"time"
 )
 
@@ -44,8 +43,8 @@ var schema1Indexes = [][]byte{{'i'}, {'x'}}
 
 const idLen = 16
 
-// maxDINBytes bounds a DIN so that it fits its one-byte length prefix.
-const maxDINBytes = 255
+// A DIN must fit its one-byte length prefix (CheckDIN bounds it).
+const _ = uint8(MaxDINLen)
 
 type id [idLen]byte
 
@@ -90,13 +89,6 @@ func ts(t time.Time) [8]byte {
 func parseTS(b []byte) time.Time {
 	ns := int64(binary.BigEndian.Uint64(b) ^ (1 << 63))
 	return time.Unix(0, ns).UTC()
-}
-
-func checkDIN(din string) error {
-	if din == "" || len(din) > maxDINBytes {
-		return fmt.Errorf("invalid DIN %q: must be 1 to %d bytes", din, maxDINBytes)
-	}
-	return nil
 }
 
 // dinPrefix is pfx, len(din), din.

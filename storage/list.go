@@ -45,7 +45,7 @@ func (s *Store) List(f Filter) (items []Delivery, nextCursor string, err error) 
 		return nil, "", fmt.Errorf("list: unknown state %q", f.State)
 	}
 	if f.DIN != "" {
-		if err := checkDIN(f.DIN); err != nil {
+		if err := CheckDIN(f.DIN); err != nil {
 			return nil, "", fmt.Errorf("list: %w", err)
 		}
 	}

@@ -15,7 +15,7 @@ func (s *Store) Enqueue(ctx context.Context, items []NewDelivery) ([]Delivery, e
 		return nil, nil
 	}
 	for _, it := range items {
-		if err := checkDIN(it.DIN); err != nil {
+		if err := CheckDIN(it.DIN); err != nil {
 			return nil, fmt.Errorf("enqueue: %w", err)
 		}
 		// Badger refuses a value larger than a value-log file; refusing it
