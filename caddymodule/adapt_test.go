@@ -25,6 +25,10 @@ func TestCaddyfileAdapt(t *testing.T) {
 	if len(files) == 0 {
 		t.Fatalf("no *.caddyfiletest files in %s", adaptDir)
 	}
+	// {env.*} is resolved when a Caddyfile is adapted, to check the value
+	// (TestCaddyfileChecksEnvAtAdapt); the golden files' variables are set.
+	t.Setenv("ITNS_SECRET", "golden-secret")
+	t.Setenv("ITNS_SENDERS", "203.0.113.10 198.51.100.0/24")
 	crlf := regexp.MustCompile(`\r?\n`)
 	for _, file := range files {
 		name := filepath.Base(file)

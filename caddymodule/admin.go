@@ -3,12 +3,10 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/postbackedge/caddy-postback/report"
-	"github.com/postbackedge/caddy-postback/storage"
 )
 
 func init() {
@@ -73,52 +71,19 @@ func activeSource() (report.Source, error) {
 	return app.source()
 }
 
-// source adapts the app for the report package; it fails until Start.
+// source is the running app's engine, as the report reads it; it fails
+// until Start.
 func (a *App) source() (report.Source, error) {
 	e := a.engine.Load()
 	if e == nil {
 		return nil, &report.Error{Status: http.StatusServiceUnavailable, Err: errNotStarted,
 			Message: "the postback app has not started (yet)"}
 	}
-	return appSource{app: a, engine: e}, nil
-}
-
-// appSource is a running app as the report sees it.
-type appSource struct {
-	app    *App
-	engine *engine
-}
-
-func (s appSource) DINs() []string                              { return s.app.DINs() }
-func (s appSource) Stats() (map[string]storage.DINStats, error) { return s.engine.store.Stats() }
-func (s appSource) Hourly(since time.Time) ([]storage.HourBucket, error) {
-	return s.engine.store.Hourly(since)
-}
-func (s appSource) List(f storage.Filter) ([]storage.Delivery, string, error) {
-	return s.engine.store.List(f)
-}
-func (s appSource) Get(id string) (storage.Delivery, error) { return s.engine.store.Get(id) }
-func (s appSource) CircuitOpen(din string) (time.Time, bool) {
-	return s.engine.dispatcher.CircuitOpen(din)
-}
-
-// Retry re-queues the delivery and wakes its DIN's worker at once, rather
-// than leaving it to the dispatcher's next poll; if the destination's circuit
-// is open, its next probe goes out now.
-func (s appSource) Retry(id string, now time.Time) (storage.Delivery, error) {
-	d, err := s.engine.store.Retry(id, now)
-	if err != nil {
-		return d, err
-	}
-	s.engine.dispatcher.Notify(d.DIN)
-	s.engine.dispatcher.ProbeNow(d.DIN)
-	s.engine.refreshDepth(d.DIN)
-	return d, nil
+	return e.Engine, nil
 }
 
 // Interface guards.
 var (
 	_ caddy.AdminRouter = (*AdminAPI)(nil)
 	_ caddy.Provisioner = (*AdminAPI)(nil)
-	_ report.Source     = appSource{}
 )

@@ -54,7 +54,7 @@ type App struct {
 	sensitive *handlers.Sensitive
 	// engine is set by Start. Caddy starts apps in no fixed order, so the
 	// HTTP server may already serve requests that read it.
-	engine atomic.Pointer[engine]
+	engine atomic.Pointer[pooledEngine]
 	// stopped makes Stop release the pooled engine once.
 	stopped atomic.Bool
 	// started is closed by Start: requests that arrive between the HTTP
@@ -166,10 +166,15 @@ func (a *App) Start() error {
 	if err != nil {
 		return err
 	}
+	// Provision has checked every destination with the same rules, so this
+	// cannot fail short of a bug; if it does, the config does not start.
+	if err := e.SetDestinations(a.destList()); err != nil {
+		_, _ = enginePool.Delete(a.dir)
+		return fmt.Errorf("postback: %w", err)
+	}
+	e.SetSensitive(a.sensitive.Match)
 	a.engine.Store(e)
-	e.sensitive.Store(a.sensitive)
 	close(a.started)
-	e.dispatcher.SetDestinations(a.destList())
 	for _, din := range a.DINs() {
 		// The series exists (at 0) before any circuit opens, so an alert on
 		// it sees the destination from the start; an existing value stays.
@@ -208,29 +213,14 @@ func (a *App) Stop() error {
 // Caddy does not do; it guards against misuse in tests.
 var errNotStarted = errors.New("postback app not started")
 
-// Enqueue writes one delivery per DIN for payload, synced to disk, and wakes
-// the workers. An error means nothing may be assumed durable.
+// Enqueue writes one delivery per DIN for payload, synced to disk, and hands
+// them to the workers. An error means nothing may be assumed durable.
 func (a *App) Enqueue(ctx context.Context, dins []string, contentType string, payload []byte) ([]storage.Delivery, error) {
 	e := a.awaitEngine(ctx)
 	if e == nil {
 		return nil, errNotStarted
 	}
-	items := make([]storage.NewDelivery, len(dins))
-	for i, din := range dins {
-		items[i] = storage.NewDelivery{DIN: din, ContentType: contentType, Payload: payload}
-	}
-	recs, err := e.store.Enqueue(ctx, items)
-	if err != nil {
-		return nil, err
-	}
-	for _, rec := range recs {
-		e.dispatcher.Offer(rec.ID, payload)
-	}
-	for _, din := range dins {
-		a.metrics.Enqueued.WithLabelValues(din).Inc()
-		e.dispatcher.Notify(din)
-	}
-	return recs, nil
+	return e.Enqueue(ctx, dins, contentType, payload)
 }
 
 // Store returns the open store, or nil before Start.
@@ -258,7 +248,7 @@ func (a *App) ReplayStore() handlers.ReplayStore {
 const startWait = 5 * time.Second
 
 // awaitEngine returns the engine, waiting (bounded, and by ctx) for Start.
-func (a *App) awaitEngine(ctx context.Context) *engine {
+func (a *App) awaitEngine(ctx context.Context) *pooledEngine {
 	if e := a.engine.Load(); e != nil || a.started == nil {
 		return e
 	}

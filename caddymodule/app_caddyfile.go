@@ -3,11 +3,15 @@ package caddymodule
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/postbackedge/caddy-postback/delivery"
+	"github.com/postbackedge/caddy-postback/storage"
 )
 
 func init() {
@@ -16,7 +20,7 @@ func init() {
 
 func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 	if existing != nil {
-		return nil, d.Err("postback: the global option may appear only once")
+		return nil, d.Err("postback already specified")
 	}
 	app := new(App)
 	if err := app.UnmarshalCaddyfile(d); err != nil {
@@ -41,18 +45,27 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //			concurrency    <n>
 //			pgp_key        <path>
 //			spool_dir      <path>
+//			spool_mode     0600|0640
 //			ca_cert        <path>
 //			header         <name> <value>
 //			breaker        <failures in a row> [<max probe interval>] | off
 //			insecure_http
 //		}
 //	}
+//
+// redact, destination and header are repeatable; other options are not.
+// Values are checked with the rules provision uses, placeholders known at
+// load time resolved, so that an error names its line.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	opts := newOptionSet("redact", "destination")
 	for d.NextBlock(0) {
+		if err := opts.once(d); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "storage_dir":
 			if !d.AllArgs(&a.StorageDir) {
@@ -61,6 +74,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "encryption_key":
 			if !d.AllArgs(&a.EncryptionKey) {
 				return d.ArgErr()
+			}
+			if key, ok := atLoad(a.EncryptionKey); ok {
+				if _, err := parseKey(key); err != nil {
+					return d.Errf("encryption_key: %v", err)
+				}
 			}
 		case "retention":
 			dur, err := durationArg(d)
@@ -78,12 +96,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			din := d.Val()
-			if !validDIN(din) {
-				return d.Errf("destination %q: a DIN is 1 to 32 letters, digits, '-' or '_'", din)
+			tok, din := d.Token(), d.Val()
+			if err := storage.CheckDIN(din); err != nil {
+				return d.Errf("destination: %v", err)
 			}
 			if _, dup := a.Destinations[din]; dup {
-				return d.Errf("destination %s defined twice", din)
+				return d.Errf("destination %s already specified", din)
 			}
 			if d.NextArg() {
 				return d.ArgErr()
@@ -91,6 +109,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			dest, err := unmarshalDestination(d)
 			if err != nil {
 				return err
+			}
+			// The whole block, with the rules provision applies.
+			if _, ok := atLoad(dest.URL); ok {
+				if _, err := dest.toDelivery(din, caddy.NewReplacer()); err != nil {
+					return errAt(tok, err)
+				}
 			}
 			if a.Destinations == nil {
 				a.Destinations = make(map[string]*Destination)
@@ -105,7 +129,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 func unmarshalDestination(d *caddyfile.Dispenser) (*Destination, error) {
 	dest := new(Destination)
+	opts := newOptionSet("header")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := opts.once(d); err != nil {
+			return nil, err
+		}
 		opt := d.Val()
 		switch opt {
 		case "url":
@@ -113,18 +141,21 @@ func unmarshalDestination(d *caddyfile.Dispenser) (*Destination, error) {
 				return nil, d.ArgErr()
 			}
 		case "method":
-			if !d.AllArgs(&dest.Method) {
+			var m string
+			if !d.AllArgs(&m) {
 				return nil, d.ArgErr()
 			}
-			if dest.Method != http.MethodPost && dest.Method != http.MethodGet {
-				return nil, d.Errf("method %q: must be POST or GET", dest.Method)
+			method, err := delivery.ParseMethod(m)
+			if err != nil {
+				return nil, d.Err(err.Error())
 			}
+			dest.Method = method
 		case "item_code":
 			if !d.AllArgs(&dest.ItemCode) {
 				return nil, d.ArgErr()
 			}
-			if len(dest.ItemCode) != 4 {
-				return nil, d.Errf("item_code %q: must be 4 characters", dest.ItemCode)
+			if err := delivery.CheckItemCode(dest.ItemCode); err != nil {
+				return nil, d.Err(err.Error())
 			}
 		case "timeout":
 			dur, err := durationArg(d)
@@ -137,21 +168,22 @@ func unmarshalDestination(d *caddyfile.Dispenser) (*Destination, error) {
 			if len(args) == 0 {
 				return nil, d.ArgErr()
 			}
+			var schedule []time.Duration
 			for _, arg := range args {
 				dur, err := caddy.ParseDuration(arg)
-				if err != nil || dur < 0 {
+				if err != nil {
 					return nil, d.Errf("retry_schedule: bad delay %q", arg)
 				}
+				schedule = append(schedule, dur)
 				dest.RetrySchedule = append(dest.RetrySchedule, caddy.Duration(dur))
 			}
-		case "concurrency":
-			var s string
-			if !d.AllArgs(&s) {
-				return nil, d.ArgErr()
+			if err := delivery.CheckSchedule(schedule); err != nil {
+				return nil, d.Err(err.Error())
 			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 {
-				return nil, d.Errf("concurrency %q: want a positive integer", s)
+		case "concurrency":
+			n, err := positiveIntArg(d)
+			if err != nil {
+				return nil, err
 			}
 			dest.Concurrency = n
 		case "pgp_key":
@@ -162,6 +194,15 @@ func unmarshalDestination(d *caddyfile.Dispenser) (*Destination, error) {
 			if !d.AllArgs(&dest.SpoolDir) {
 				return nil, d.ArgErr()
 			}
+		case "spool_mode":
+			var s string
+			if !d.AllArgs(&s) {
+				return nil, d.ArgErr()
+			}
+			if _, err := storage.ParseSpoolMode(s); err != nil {
+				return nil, d.Err(err.Error())
+			}
+			dest.SpoolMode = s
 		case "ca_cert":
 			if !d.AllArgs(&dest.CACert) {
 				return nil, d.ArgErr()

@@ -1,9 +1,14 @@
 package caddymodule
 
 import (
+	"fmt"
 	"math"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/dustin/go-humanize"
 )
@@ -38,4 +43,57 @@ func sizeArg(d *caddyfile.Dispenser) (int64, error) {
 		return 0, d.Errf("%s %q: must be between 1 byte and %d bytes", opt, s, int64(math.MaxInt64))
 	}
 	return int64(n), nil
+}
+
+// optionSet makes every block refuse a repeated option the same way; the
+// options named repeatable may be given more than once.
+type optionSet struct {
+	seen       map[string]bool
+	repeatable []string
+}
+
+func newOptionSet(repeatable ...string) *optionSet {
+	return &optionSet{seen: map[string]bool{}, repeatable: repeatable}
+}
+
+// once checks the option at the dispenser's cursor.
+func (o *optionSet) once(d *caddyfile.Dispenser) error {
+	opt := d.Val()
+	if slices.Contains(o.repeatable, opt) {
+		return nil
+	}
+	if o.seen[opt] {
+		return d.Errf("%s already specified", opt)
+	}
+	o.seen[opt] = true
+	return nil
+}
+
+// errAt attaches tok's file and line to err, as the dispenser's Errf does
+// for the token at its cursor.
+func errAt(tok caddyfile.Token, err error) error {
+	return fmt.Errorf("%w, at %s:%d", err, tok.File, tok.Line)
+}
+
+// atLoad resolves the {env.*} placeholders of v as provision will, so that
+// a Caddyfile adapter can check the value and name its line when it is
+// wrong or a variable is unset (as Caddy's own {$VAR} is resolved when the
+// Caddyfile is adapted; the JSON keeps the placeholder, so a secret stays
+// out of it). ok is false when v holds other placeholders: {file.*} is read
+// at provision, like every file a config names, and per-request ones are
+// never known here; the check is then provision's.
+func atLoad(v string) (resolved string, ok bool) {
+	if !strings.Contains(v, "{") {
+		return v, true
+	}
+	repl := caddy.NewEmptyReplacer()
+	repl.Map(func(key string) (any, bool) {
+		name, isEnv := strings.CutPrefix(key, "env.")
+		if !isEnv {
+			return nil, false
+		}
+		return os.Getenv(name), true
+	})
+	resolved = repl.ReplaceKnown(v, "")
+	return resolved, !strings.ContainsAny(resolved, "{}")
 }

@@ -81,18 +81,11 @@ func (dn *denier) deny(w http.ResponseWriter, r *http.Request, d *handlers.Denia
 		repl.Set("postback.deny_reason", d.Reason)
 	}
 	dn.metrics.Filtered.WithLabelValues(d.Reason).Inc()
-	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	// Never the body or the query: they carry card numbers and passwords.
-	dn.logger.Info("request denied",
-		zap.String("reason", d.Reason),
-		zap.String("client_ip", clientIP),
-		zap.String("method", r.Method),
-		zap.String("path", r.URL.Path),
-		zap.Int("status", d.Status))
 	if len(d.Allow) > 0 {
 		w.Header().Set("Allow", strings.Join(d.Allow, ", "))
 	}
 	if !dn.resp.configured() {
+		dn.logDenial(r, d, d.Status)
 		return caddyhttp.Error(d.Status, d)
 	}
 	status := d.Status
@@ -102,11 +95,13 @@ func (dn *denier) deny(w http.ResponseWriter, r *http.Request, d *handlers.Denia
 			s = repl.ReplaceAll(s, "")
 		}
 		code, err := strconv.Atoi(s)
-		if err != nil {
-			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("deny_status %q: %w", s, err))
+		if err != nil || code < 100 || code > 999 {
+			dn.logDenial(r, d, http.StatusInternalServerError)
+			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("deny_status %q: not an HTTP status code", s))
 		}
 		status = code
 	}
+	dn.logDenial(r, d, status)
 	body := dn.resp.Body
 	if repl != nil {
 		body = repl.ReplaceKnown(body, "")
@@ -116,6 +111,19 @@ func (dn *denier) deny(w http.ResponseWriter, r *http.Request, d *handlers.Denia
 	w.WriteHeader(status)
 	_, err := w.Write([]byte(body))
 	return err
+}
+
+// logDenial writes the refusal's one log line with the status actually
+// sent (deny_status may turn a 403 into a 200 a legacy sender expects).
+// Never the body or the query: they carry card numbers and passwords.
+func (dn *denier) logDenial(r *http.Request, d *handlers.Denial, status int) {
+	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	dn.logger.Info("request denied",
+		zap.String("reason", d.Reason),
+		zap.String("client_ip", clientIP),
+		zap.String("method", r.Method),
+		zap.String("path", r.URL.Path),
+		zap.Int("status", status))
 }
 
 // asDenial unwraps a handlers.Denial from err.

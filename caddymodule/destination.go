@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -13,10 +12,6 @@ import (
 	"github.com/postbackedge/caddy-postback/delivery"
 	"github.com/postbackedge/caddy-postback/storage"
 )
-
-// defaultRetrySchedule is the delay before each attempt: immediately, then
-// over about 18 hours, after which the payload goes to the spool.
-var defaultRetrySchedule = delivery.DefaultSchedule()
 
 // Destination is a secondary destination's private configuration. A request
 // can only name it by its DIN, never by URL.
@@ -43,6 +38,10 @@ type Destination struct {
 	PGPKey string `json:"pgp_key,omitempty"`
 	// SpoolDir is the folder for encrypted spool files (created 0700).
 	SpoolDir string `json:"spool_dir,omitempty"`
+	// SpoolMode is the mode of new spool files, in octal: "0600" (the
+	// default) or "0640", readable by the spool folder's group, for a pickup
+	// account in it (make the folder setgid so files get its group).
+	SpoolMode string `json:"spool_mode,omitempty"`
 	// CACert is a PEM file of extra CAs trusted for this destination.
 	CACert string `json:"ca_cert,omitempty"`
 	// InsecureHTTP allows an http:// URL. For tests only.
@@ -59,59 +58,13 @@ type Destination struct {
 	BreakerMaxProbe caddy.Duration `json:"breaker_max_probe,omitempty"`
 }
 
-// build validates the configuration and turns it into what the dispatcher
-// runs. repl resolves placeholders such as {env.PARTNER_URL}.
+// build turns the configuration into what the engine runs: toDelivery,
+// then the files it names (ca_cert, pgp_key, spool_dir) are read and
+// checked. repl resolves placeholders such as {env.PARTNER_URL}.
 func (d *Destination) build(din string, repl *caddy.Replacer) (*delivery.Destination, error) {
-	if !validDIN(din) {
-		return nil, fmt.Errorf("destination %q: a DIN is 1 to 32 letters, digits, '-' or '_'", din)
-	}
-	raw := repl.ReplaceAll(d.URL, "")
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("destination %s: url %q: not an absolute URL", din, d.URL)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !d.InsecureHTTP {
-			return nil, fmt.Errorf("destination %s: url %s: destinations must use https:// (insecure_http allows http:// for tests)", din, redactURL(u))
-		}
-	default:
-		return nil, fmt.Errorf("destination %s: url %s: scheme must be https", din, redactURL(u))
-	}
-	method := strings.ToUpper(d.Method)
-	if method == "" {
-		method = http.MethodPost
-	}
-	if method != http.MethodPost && method != http.MethodGet {
-		return nil, fmt.Errorf("destination %s: method %q: must be POST or GET", din, d.Method)
-	}
-	if d.ItemCode != "" && len(d.ItemCode) != 4 {
-		return nil, fmt.Errorf("destination %s: item_code %q: must be 4 characters", din, d.ItemCode)
-	}
-	if d.Timeout < 0 {
-		return nil, fmt.Errorf("destination %s: timeout must not be negative", din)
-	}
-	if d.Concurrency < 0 {
-		return nil, fmt.Errorf("destination %s: concurrency must not be negative", din)
-	}
-	if d.BreakerThreshold < -1 || d.BreakerMaxProbe < 0 {
-		return nil, fmt.Errorf("destination %s: breaker_threshold must be -1 (off) or more, breaker_max_probe not negative", din)
-	}
-	schedule := defaultRetrySchedule
-	if len(d.RetrySchedule) > 0 && d.RetrySchedule[0] != 0 {
-		// The design makes the first attempt immediate; a delayed first
-		// attempt would hold the copy back for no reason.
-		return nil, fmt.Errorf("destination %s: retry_schedule must start with 0s (the first attempt is immediate), got %s", din, time.Duration(d.RetrySchedule[0]))
-	}
-	if len(d.RetrySchedule) > 0 {
-		schedule = make([]time.Duration, len(d.RetrySchedule))
-		for i, s := range d.RetrySchedule {
-			if s < 0 {
-				return nil, fmt.Errorf("destination %s: retry_schedule: negative delay %s", din, time.Duration(s))
-			}
-			schedule[i] = time.Duration(s)
-		}
+	dest, err := d.toDelivery(din, repl)
+	if err != nil {
+		return nil, err
 	}
 	var caPEM []byte
 	if d.CACert != "" {
@@ -120,32 +73,8 @@ func (d *Destination) build(din string, repl *caddy.Replacer) (*delivery.Destina
 			return nil, fmt.Errorf("destination %s: ca_cert: %w", din, err)
 		}
 	}
-	client, err := delivery.NewClient(caPEM)
-	if err != nil {
+	if dest.Client, err = delivery.NewClient(caPEM); err != nil {
 		return nil, fmt.Errorf("destination %s: ca_cert %s: %w", din, d.CACert, err)
-	}
-	dest := &delivery.Destination{
-		DIN:         din,
-		URL:         u,
-		Method:      method,
-		ItemCode:    d.ItemCode,
-		Timeout:     time.Duration(d.Timeout),
-		Schedule:    schedule,
-		Header:      d.Headers.Clone(),
-		Client:      client,
-		Concurrency: d.Concurrency,
-
-		BreakerThreshold: d.BreakerThreshold,
-		BreakerMaxProbe:  time.Duration(d.BreakerMaxProbe),
-	}
-	for name, vals := range dest.Header {
-		for i, v := range vals {
-			vals[i] = repl.ReplaceAll(v, "")
-		}
-		dest.Header[name] = vals
-	}
-	if (d.PGPKey == "") != (d.SpoolDir == "") {
-		return nil, fmt.Errorf("destination %s: pgp_key and spool_dir go together", din)
 	}
 	if d.PGPKey != "" {
 		rcpt, err := storage.LoadRecipient(repl.ReplaceAll(d.PGPKey, ""), time.Now())
@@ -156,28 +85,60 @@ func (d *Destination) build(din string, repl *caddy.Replacer) (*delivery.Destina
 		if err != nil {
 			return nil, fmt.Errorf("destination %s: spool_dir: %w", din, err)
 		}
+		if d.SpoolMode != "" {
+			mode, _ := storage.ParseSpoolMode(d.SpoolMode) // toDelivery has checked it
+			if err := spool.SetMode(mode); err != nil {
+				return nil, fmt.Errorf("destination %s: %w", din, err)
+			}
+		}
 		dest.Spool = spool
 	}
 	return dest, nil
 }
 
-func validDIN(din string) bool {
-	if din == "" || len(din) > 32 {
-		return false
+// toDelivery resolves the placeholders and checks the result with
+// delivery's rules (Destination.Validate), reading no file: the Caddyfile
+// adapter calls it too, so that a mistake names its line.
+func (d *Destination) toDelivery(din string, repl *caddy.Replacer) (*delivery.Destination, error) {
+	u, err := url.Parse(repl.ReplaceAll(d.URL, ""))
+	if err != nil {
+		// url.Parse's error quotes the URL, which may hold credentials.
+		return nil, fmt.Errorf("destination %s: url: not a valid URL", din)
 	}
-	for _, c := range din {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
+	if (d.PGPKey == "") != (d.SpoolDir == "") {
+		return nil, fmt.Errorf("destination %s: pgp_key and spool_dir go together", din)
+	}
+	if d.SpoolMode != "" {
+		if d.SpoolDir == "" {
+			return nil, fmt.Errorf("destination %s: spool_mode without spool_dir", din)
+		}
+		if _, err := storage.ParseSpoolMode(d.SpoolMode); err != nil {
+			return nil, fmt.Errorf("destination %s: %w", din, err)
 		}
 	}
-	return true
-}
+	dest := &delivery.Destination{
+		DIN:          din,
+		URL:          u,
+		InsecureHTTP: d.InsecureHTTP,
+		Method:       d.Method,
+		ItemCode:     d.ItemCode,
+		Timeout:      time.Duration(d.Timeout),
+		Header:       d.Headers.Clone(),
+		Concurrency:  d.Concurrency,
 
-// redactURL drops credentials and the query from a URL for messages.
-func redactURL(u *url.URL) string {
-	c := *u
-	c.User = nil
-	c.RawQuery = ""
-	c.ForceQuery = false
-	return c.String()
+		BreakerThreshold: d.BreakerThreshold,
+		BreakerMaxProbe:  time.Duration(d.BreakerMaxProbe),
+	}
+	for _, s := range d.RetrySchedule {
+		dest.Schedule = append(dest.Schedule, time.Duration(s))
+	}
+	for _, vals := range dest.Header {
+		for i, v := range vals {
+			vals[i] = repl.ReplaceAll(v, "")
+		}
+	}
+	if err := dest.Validate(); err != nil {
+		return nil, err
+	}
+	return dest, nil
 }

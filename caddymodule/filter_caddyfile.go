@@ -1,8 +1,7 @@
 package caddymodule
 
 import (
-	"strings"
-
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -42,7 +41,8 @@ func parsePostbackFilter(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 //     HEAD and OPTIONS pass only when listed. Others get 405 with Allow.
 //   - allow: sender addresses or CIDR networks, IPv4 or IPv6; repeatable.
 //     Placeholders known at load time ({env.NATS_SENDERS}) may expand to
-//     several entries separated by spaces or commas. Without allow every
+//     several entries separated by spaces or commas; expanding to nothing
+//     is an error. Without allow every
 //     sender is let through (and a warning is logged). Refused: 403.
 //   - max_body: largest body, e.g. 64KiB or 1MB (default 1MiB). Larger: 413.
 //   - max_fields: most fields in a form body or GET query (default 1000,
@@ -52,14 +52,18 @@ func parsePostbackFilter(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 //     is a newline. Without them a refusal is a handler error, for
 //     handle_errors.
 //
-// Literal values are checked here, so that a mistake is reported with its
-// Caddyfile line; entries with placeholders are checked at provision.
+// Values are checked here as provision checks them, placeholders known at
+// load time resolved, so that a mistake is reported with its Caddyfile line.
 func (f *PostbackFilter) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	opts := newOptionSet("methods", "allow")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := opts.once(d); err != nil {
+			return err
+		}
 		if ok, err := f.DenyResponse.unmarshalDenyOption(d); ok {
 			if err != nil {
 				return err
@@ -88,20 +92,23 @@ func (f *PostbackFilter) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
+			// Checked as provision will, {env.*} resolved, so that a
+			// mistake or an unset variable names its line.
 			for _, a := range args {
-				if strings.Contains(a, "{") {
-					continue // resolved at provision
+				if _, ok := atLoad(a); !ok {
+					continue // {file.*}: checked at provision
 				}
-				if _, err := handlers.ParseAllowEntry(a); err != nil {
-					return d.Errf("%v", err)
+				entries, err := expandAllowEntries(caddy.NewReplacer(), []string{a})
+				if err == nil {
+					_, err = handlers.ParseAllowlist(entries)
+				}
+				if err != nil {
+					return d.Err(err.Error())
 				}
 			}
 			f.Allow = append(f.Allow, args...)
 
 		case "max_body":
-			if f.MaxBody != 0 {
-				return d.Err("max_body already set")
-			}
 			n, err := sizeArg(d)
 			if err != nil {
 				return err

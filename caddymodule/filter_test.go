@@ -433,7 +433,7 @@ func TestFilterCaddyfileErrorsNameValueAndLine(t *testing.T) {
 		{"max_body 12XB", []string{`"12XB"`, "Caddyfile:3"}},
 		{"max_body 0", []string{`"0"`, "Caddyfile:3"}},
 		{"max_body 1KiB 2KiB", []string{"Caddyfile:3"}},
-		{"max_body 1KiB\n\tmax_body 2KiB", []string{"already set", "Caddyfile:4"}},
+		{"max_body 1KiB\n\tmax_body 2KiB", []string{"already specified", "Caddyfile:4"}},
 		{"deny_status abc", []string{`"abc"`, "Caddyfile:3"}},
 		{"deny_status 42", []string{`"42"`, "Caddyfile:3"}},
 		{"deny_body", []string{"Caddyfile:3"}},
@@ -513,5 +513,25 @@ func TestFilterRefusesTooManyFields(t *testing.T) {
 		if c.want == 400 && repl.ReplaceAll("{postback.deny_reason}", "") != "too_many_fields" {
 			t.Errorf("%s %s: deny reason %q", c.method, c.target, repl.ReplaceAll("{postback.deny_reason}", ""))
 		}
+	}
+}
+
+// A legacy sender that wants a 200 refusal: the log line says 200, the
+// status sent, not the denial's own 403 (the access log and this line must
+// agree when an operator reads them side by side).
+func TestFilterDenialLogsTheStatusSent(t *testing.T) {
+	f := &PostbackFilter{Allow: []string{"203.0.113.10"},
+		DenyResponse: DenyResponse{Status: "200", Body: "SALE DECLINED\nNOT ALLOWED IP"}}
+	logs := mustProvision(t, f)
+	w, next, err := serve(f, newRequest("POST", "/process_gateway.php", "203.0.113.11", strings.NewReader(postBody)))
+	if err != nil || next.called != 0 || w.Code != http.StatusOK || w.Body.String() != "SALE DECLINED\nNOT ALLOWED IP" {
+		t.Fatalf("refusal: %d %q, err %v, script called %d times", w.Code, w.Body.String(), err, next.called)
+	}
+	denials := logs.FilterMessage("request denied").All()
+	if len(denials) != 1 {
+		t.Fatalf("%d denial log lines, want 1", len(denials))
+	}
+	if got := denials[0].ContextMap()["status"]; got != int64(http.StatusOK) {
+		t.Errorf("logged status %v, want the 200 sent", got)
 	}
 }

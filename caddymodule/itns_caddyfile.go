@@ -67,8 +67,11 @@ func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
+	opts := newOptionSet("secret")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := opts.once(d); err != nil {
+			return err
+		}
 		if ok, err := v.DenyResponse.unmarshalDenyOption(d); ok {
 			if err != nil {
 				return err
@@ -79,12 +82,6 @@ func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			continue
 		}
 		opt := d.Val()
-		if opt != "secret" {
-			if seen[opt] {
-				return d.Errf("%s already set", opt)
-			}
-			seen[opt] = true
-		}
 		switch opt {
 		case "secret":
 			args := d.RemainingArgs()
@@ -94,6 +91,16 @@ func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			for _, a := range args {
 				if a == "" {
 					return d.Err("secret: empty value")
+				}
+			}
+			// An unset variable names this line; the message never shows
+			// a secret's value.
+			for _, a := range args {
+				if _, ok := atLoad(a); !ok {
+					continue // {file.*}: read at provision
+				}
+				if _, err := resolveSecret(caddy.NewReplacer(), a); err != nil {
+					return d.Errf("secret: %v", err)
 				}
 			}
 			v.Secrets = append(v.Secrets, args...)

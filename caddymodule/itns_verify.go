@@ -162,21 +162,29 @@ func resolveSecrets(repl *caddy.Replacer, raw []string) ([][]byte, error) {
 	}
 	out := make([][]byte, len(raw))
 	for i, s := range raw {
-		val, err := repl.ReplaceOrErr(s, true, true)
+		val, err := resolveSecret(repl, s)
 		if err != nil {
-			// Name the placeholder when the entry is one, never a literal.
-			what := ""
-			if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") && strings.Count(s, "{") == 1 {
-				what = " " + s
-			}
-			return nil, fmt.Errorf("secret %d%s: placeholder not known at load time or empty (unset variable, unreadable or empty file?)", i, what)
+			return nil, fmt.Errorf("secret %d: %w", i, err)
 		}
-		if val == "" {
-			return nil, fmt.Errorf("secret %d is empty", i)
-		}
-		out[i] = []byte(val)
+		out[i] = val
 	}
 	return out, nil
+}
+
+// resolveSecret is one secret of resolveSecrets.
+func resolveSecret(repl *caddy.Replacer, s string) ([]byte, error) {
+	val, err := repl.ReplaceOrErr(s, true, true)
+	if err != nil {
+		// Name the placeholder when the entry is one, never a literal.
+		if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") && strings.Count(s, "{") == 1 {
+			return nil, fmt.Errorf("%s: placeholder not known at load time or empty (unset variable, unreadable or empty file?)", s)
+		}
+		return nil, errors.New("placeholder not known at load time or empty (unset variable, unreadable or empty file?)")
+	}
+	if val == "" {
+		return nil, errors.New("empty")
+	}
+	return []byte(val), nil
 }
 
 // Validate checks what Provision does not.

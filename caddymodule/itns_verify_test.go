@@ -28,6 +28,7 @@ import (
 )
 
 func TestITNSVerifyCaddyfile(t *testing.T) {
+	t.Setenv("ITNS_SECRET", "s1") // checked when adapted (TestCaddyfileChecksEnvAtAdapt)
 	v := new(ITNSVerify)
 	err := v.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`itns_verify {
 		secret {env.ITNS_SECRET} {file./etc/caddy/itns.old}

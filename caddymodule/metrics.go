@@ -76,7 +76,7 @@ func (c depthCollector) Describe(ch chan<- *prometheus.Desc) { c.g.Describe(ch) 
 func (c depthCollector) Collect(ch chan<- prometheus.Metric) {
 	// The usage pool holds exactly the open engines.
 	enginePool.Range(func(_, v any) bool {
-		v.(*engine).refreshDepth()
+		v.(*pooledEngine).refreshDepth(c.g)
 		return true
 	})
 	c.g.Collect(ch)

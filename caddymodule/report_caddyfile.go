@@ -48,7 +48,11 @@ func (r *Report) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("postback_report: unexpected argument %q (a path goes in a matcher, e.g. `postback_report /report*`, or in the prefix option)", d.Val())
 	}
+	opts := newOptionSet()
 	for d.NextBlock(0) {
+		if err := opts.once(d); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "prefix":
 			if !d.AllArgs(&r.Prefix) {

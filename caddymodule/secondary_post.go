@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/storage"
 )
 
 func init() {
@@ -133,8 +134,8 @@ func (s *SecondaryPost) dinsFor(payload []byte) []string {
 			dins = append(slices.Clip(dins), din)
 		default:
 			// The value is the sender's, not a secret; bound its length.
-			if len(din) > 32 {
-				din = din[:32]
+			if len(din) > storage.MaxDINLen {
+				din = din[:storage.MaxDINLen]
 			}
 			s.logger.Warn("unknown DIN in din_field; skipped", zap.String("field", s.DINField), zap.String("din", din))
 		}

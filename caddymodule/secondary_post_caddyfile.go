@@ -4,6 +4,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/postbackedge/caddy-postback/storage"
 )
 
 func init() {
@@ -28,12 +30,16 @@ func parseSecondaryPost(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 func (s *SecondaryPost) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	for d.NextArg() {
-		if !validDIN(d.Val()) {
-			return d.Errf("bad DIN %q", d.Val())
+		if err := storage.CheckDIN(d.Val()); err != nil {
+			return d.Err(err.Error())
 		}
 		s.DINs = append(s.DINs, d.Val())
 	}
+	opts := newOptionSet("din")
 	for d.NextBlock(0) {
+		if err := opts.once(d); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "din":
 			args := d.RemainingArgs()
@@ -41,8 +47,8 @@ func (s *SecondaryPost) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, din := range args {
-				if !validDIN(din) {
-					return d.Errf("bad DIN %q", din)
+				if err := storage.CheckDIN(din); err != nil {
+					return d.Err(err.Error())
 				}
 			}
 			s.DINs = append(s.DINs, args...)

@@ -43,7 +43,7 @@ http://127.0.0.1:{port0} {
 	// Break the store under the running config.
 	var closed bool
 	enginePool.Range(func(key, value any) bool {
-		if e := value.(*engine); e.dir == dir {
+		if e := value.(*pooledEngine); e.dir == dir {
 			closed = e.store.Close() == nil
 		}
 		return true

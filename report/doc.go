@@ -14,7 +14,7 @@ import (
 )
 
 // Source is what the report reads of the running postback app;
-// *storage.Store provides all but DINs.
+// *delivery.Engine is one.
 type Source interface {
 	// DINs lists the configured destinations, sorted.
 	DINs() []string
@@ -25,4 +25,7 @@ type Source interface {
 	// Retry puts a failed delivery (or a spooled one that still has its
 	// payload) back to pending and wakes its worker.
 	Retry(id string, now time.Time) (storage.Delivery, error)
+	// CircuitOpen reports whether din's circuit breaker holds its
+	// deliveries, and since when.
+	CircuitOpen(din string) (since time.Time, open bool)
 }

@@ -214,22 +214,12 @@ func Summarize(configured []string, counters map[string]storage.DINStats, bucket
 	return out
 }
 
-// CircuitSource is the optional part of a Source that knows whose circuit
-// breaker is open (the delivery workers).
-type CircuitSource interface {
-	CircuitOpen(din string) (since time.Time, open bool)
-}
-
 // markCircuits marks the destinations whose circuit is open as failing:
 // nothing gets through to them, whatever the counters say yet.
 func markCircuits(st *Stats, src Source, now time.Time) {
-	cs, ok := src.(CircuitSource)
-	if !ok {
-		return
-	}
 	for i := range st.Destinations {
 		ds := &st.Destinations[i]
-		since, open := cs.CircuitOpen(ds.DIN)
+		since, open := src.CircuitOpen(ds.DIN)
 		if !open {
 			continue
 		}

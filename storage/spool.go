@@ -36,6 +36,7 @@ const (
 type Spool struct {
 	dir  string
 	r    *Recipient
+	mode fs.FileMode // of new files: DefaultSpoolMode or SpoolModeGroupRead
 	now  func() time.Time                    // injectable for tests
 	link func(oldname, newname string) error // os.Link; injectable for tests
 }
@@ -80,7 +81,37 @@ func NewSpool(dir string, r *Recipient) (*Spool, error) {
 		return nil, fmt.Errorf("spool %s: folder does not allow removing files: %w", dir, err)
 	}
 	sweepTemps(dir, time.Now().Add(-staleTempAge))
-	return &Spool{dir: dir, r: r, now: time.Now, link: os.Link}, nil
+	return &Spool{dir: dir, r: r, mode: DefaultSpoolMode, now: time.Now, link: os.Link}, nil
+}
+
+// The modes a spool file may have: the owner's alone, or readable by the
+// folder's group too, for a pickup account in that group (the folder's
+// setgid bit gives new files its group; README, "Pickup over SFTP").
+const (
+	DefaultSpoolMode   fs.FileMode = 0o600
+	SpoolModeGroupRead fs.FileMode = 0o640
+)
+
+// ParseSpoolMode reads a spool file mode in octal: 0600 or 0640, nothing
+// wider, since the files are for one partner's pickup account.
+func ParseSpoolMode(s string) (fs.FileMode, error) {
+	switch s {
+	case "0600", "600":
+		return DefaultSpoolMode, nil
+	case "0640", "640":
+		return SpoolModeGroupRead, nil
+	}
+	return 0, fmt.Errorf("spool_mode %q: want 0600 (the default) or 0640 (readable by the spool folder's group)", s)
+}
+
+// SetMode sets the mode of the files written from now on (see
+// ParseSpoolMode); call it before the spool is in use.
+func (s *Spool) SetMode(m fs.FileMode) error {
+	if m != DefaultSpoolMode && m != SpoolModeGroupRead {
+		return fmt.Errorf("spool %s: mode %#o: want %#o or %#o", s.dir, m, DefaultSpoolMode, SpoolModeGroupRead)
+	}
+	s.mode = m
+	return nil
 }
 
 // Dir is the spool folder, absolute.
@@ -166,7 +197,7 @@ func (s *Spool) commit(name string, data []byte) (string, error) {
 		}
 	}()
 	// CreateTemp's 0600 is subject to the umask; make it exact.
-	if err := f.Chmod(0o600); err != nil {
+	if err := f.Chmod(s.mode); err != nil {
 		return "", fmt.Errorf("chmod temporary file: %w", err)
 	}
 	if _, err := f.Write(data); err != nil {
