@@ -36,7 +36,7 @@ const (
 type Spool struct {
 	dir  string
 	r    *Recipient
-	mode fs.FileMode // of new files: DefaultSpoolMode or SpoolModeGroupRead
+	mode fs.FileMode                         // of new files: DefaultSpoolMode or SpoolModeGroupRead
 	now  func() time.Time                    // injectable for tests
 	link func(oldname, newname string) error // os.Link; injectable for tests
 }
