@@ -75,7 +75,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&a.EncryptionKey) {
 				return d.ArgErr()
 			}
-			if key, ok := atLoad(a.EncryptionKey); ok {
+			if key, ok := atLoad(d.Token(), a.EncryptionKey); ok {
 				if _, err := parseKey(key); err != nil {
 					return d.Errf("encryption_key: %v", err)
 				}
@@ -111,7 +111,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			// The whole block, with the rules provision applies.
-			if _, ok := atLoad(dest.URL); ok {
+			if _, ok := atLoad(tok, dest.URL); ok {
 				if _, err := dest.toDelivery(din, caddy.NewReplacer()); err != nil {
 					return errAt(tok, err)
 				}

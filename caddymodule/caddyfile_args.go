@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
 )
 
 // positiveIntArg reads exactly one positive integer argument.
@@ -75,25 +76,39 @@ func errAt(tok caddyfile.Token, err error) error {
 	return fmt.Errorf("%w, at %s:%d", err, tok.File, tok.Line)
 }
 
-// atLoad resolves the {env.*} placeholders of v as provision will, so that
-// a Caddyfile adapter can check the value and name its line when it is
-// wrong or a variable is unset (as Caddy's own {$VAR} is resolved when the
+// atLoad resolves the {env.*} placeholders of v, read at the token tok, as
+// provision will, so that a Caddyfile adapter can check the value and name
+// its line when it is wrong (as Caddy's own {$VAR} is resolved when the
 // Caddyfile is adapted; the JSON keeps the placeholder, so a secret stays
-// out of it). ok is false when v holds other placeholders: {file.*} is read
-// at provision, like every file a config names, and per-request ones are
-// never known here; the check is then provision's.
-func atLoad(v string) (resolved string, ok bool) {
+// out of it). ok is false, and the check is provision's, when v holds other
+// placeholders ({file.*} is read at provision, like every file a config
+// names; per-request ones are never known here) or a variable that is not
+// set: `caddy reload` adapts in the operator's shell, which need not have
+// the server's environment. An unset variable is logged with its line, so
+// that if the server lacks it too, the line is beside provision's error.
+func atLoad(tok caddyfile.Token, v string) (resolved string, ok bool) {
 	if !strings.Contains(v, "{") {
 		return v, true
 	}
+	var unset []string
 	repl := caddy.NewEmptyReplacer()
 	repl.Map(func(key string) (any, bool) {
 		name, isEnv := strings.CutPrefix(key, "env.")
 		if !isEnv {
 			return nil, false
 		}
-		return os.Getenv(name), true
+		val, set := os.LookupEnv(name)
+		if !set {
+			unset = append(unset, name)
+			return nil, false
+		}
+		return val, true
 	})
 	resolved = repl.ReplaceKnown(v, "")
+	if len(unset) > 0 {
+		caddy.Log().Named("caddyfile").Warn("environment variable not set where the Caddyfile is adapted; Caddy checks it when it loads the config",
+			zap.Strings("variables", unset), zap.String("file", tok.File), zap.Int("line", tok.Line))
+		return "", false
+	}
 	return resolved, !strings.ContainsAny(resolved, "{}")
 }

@@ -15,22 +15,22 @@ func adaptCaddyfile(cfg string) error {
 }
 
 // A value from an {env.*} placeholder is checked when the Caddyfile is
-// adapted, as a literal is: an unset variable or a bad value names the
-// line, instead of failing at provision without it.
+// adapted, as a literal is: an empty or bad value names the line, instead
+// of failing at provision without it. A variable not set where the
+// Caddyfile is adapted is left to provision (`caddy reload` adapts in the
+// operator's shell), with a warning that names the line.
 func TestCaddyfileChecksEnvAtAdapt(t *testing.T) {
 	t.Setenv("PB_TEST_EMPTY", "")
 	t.Setenv("PB_TEST_BAD_IP", "203.0.113.500")
 	t.Setenv("PB_TEST_HTTP_URL", "http://partner.example/collect")
 	for name, c := range map[string]struct{ cfg, want string }{
-		"allow expands to nothing": {":8080 {\n\tpostback_filter {\n\t\tallow {env.PB_TEST_UNSET}\n\t}\n}\n",
-			`allow entry "{env.PB_TEST_UNSET}": expands to nothing`},
+		"allow expands to nothing": {":8080 {\n\tpostback_filter {\n\t\tallow {env.PB_TEST_EMPTY}\n\t}\n}\n",
+			`allow entry "{env.PB_TEST_EMPTY}": expands to nothing`},
 		"allow bad address": {":8080 {\n\tpostback_filter {\n\t\tallow 203.0.113.1 {env.PB_TEST_BAD_IP}\n\t}\n}\n",
 			`allow entry "{env.PB_TEST_BAD_IP}"`},
-		"secret unset": {":8080 {\n\titns_verify {\n\t\tsecret {env.PB_TEST_UNSET}\n\t}\n}\n",
-			"secret: {env.PB_TEST_UNSET}: placeholder not known at load time or empty"},
 		"secret empty": {":8080 {\n\titns_verify {\n\t\tsecret {env.PB_TEST_EMPTY}\n\t}\n}\n",
-			"secret: {env.PB_TEST_EMPTY}"},
-		"encryption key unset": {"{\n\tpostback {\n\t\tencryption_key {env.PB_TEST_UNSET}\n\t}\n}\n",
+			"secret: {env.PB_TEST_EMPTY}: placeholder not known at load time or empty"},
+		"encryption key empty": {"{\n\tpostback {\n\t\tencryption_key {env.PB_TEST_EMPTY}\n\t}\n}\n",
 			"encryption_key: empty"},
 		"destination url from env": {"{\n\tpostback {\n\t\tdestination 1001 {\n\t\t\turl {env.PB_TEST_HTTP_URL}\n\t\t}\n\t}\n}\n",
 			"destination 1001: url http://partner.example/collect: destinations must use https://"},
@@ -40,10 +40,17 @@ func TestCaddyfileChecksEnvAtAdapt(t *testing.T) {
 			t.Errorf("%s: error %v, want %q at Caddyfile:3", name, err, c.want)
 		}
 	}
-	// {file.*} is read at provision, like every file a config names: adapting
-	// does not need the file.
-	if err := adaptCaddyfile(":8080 {\n\titns_verify {\n\t\tsecret {file./nonexistent/itns.secret}\n\t}\n}\n"); err != nil {
-		t.Errorf("a {file.*} secret failed to adapt: %v", err)
+	// Left to provision: {file.*}, read at provision like every file a
+	// config names, and variables this process does not have.
+	for _, cfg := range []string{
+		":8080 {\n\titns_verify {\n\t\tsecret {file./nonexistent/itns.secret}\n\t}\n}\n",
+		":8080 {\n\titns_verify {\n\t\tsecret {env.PB_TEST_UNSET}\n\t}\n}\n",
+		":8080 {\n\tpostback_filter {\n\t\tallow {env.PB_TEST_UNSET}\n\t}\n}\n",
+		"{\n\tpostback {\n\t\tencryption_key {env.PB_TEST_UNSET}\n\t}\n}\n",
+	} {
+		if err := adaptCaddyfile(cfg); err != nil {
+			t.Errorf("%q failed to adapt: %v", cfg, err)
+		}
 	}
 }
 

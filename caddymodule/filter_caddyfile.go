@@ -95,8 +95,8 @@ func (f *PostbackFilter) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			// Checked as provision will, {env.*} resolved, so that a
 			// mistake or an unset variable names its line.
 			for _, a := range args {
-				if _, ok := atLoad(a); !ok {
-					continue // {file.*}: checked at provision
+				if _, ok := atLoad(d.Token(), a); !ok {
+					continue // checked at provision
 				}
 				entries, err := expandAllowEntries(caddy.NewReplacer(), []string{a})
 				if err == nil {

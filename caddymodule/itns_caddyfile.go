@@ -96,8 +96,8 @@ func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			// An unset variable names this line; the message never shows
 			// a secret's value.
 			for _, a := range args {
-				if _, ok := atLoad(a); !ok {
-					continue // {file.*}: read at provision
+				if _, ok := atLoad(d.Token(), a); !ok {
+					continue // checked at provision
 				}
 				if _, err := resolveSecret(caddy.NewReplacer(), a); err != nil {
 					return d.Errf("secret: %v", err)
