@@ -60,6 +60,8 @@ type App struct {
 	// started is closed by Start: requests that arrive between the HTTP
 	// server's start and ours wait for it rather than get a 503.
 	started chan struct{}
+	// running finds the app of the config Caddy runs (runningApp; tests).
+	running func() *App
 }
 
 // CaddyModule returns the Caddy module information.
@@ -166,13 +168,10 @@ func (a *App) Start() error {
 	if err != nil {
 		return err
 	}
-	// Provision has checked every destination with the same rules, so this
-	// cannot fail short of a bug; if it does, the config does not start.
-	if err := e.SetDestinations(a.destList()); err != nil {
+	if err := a.configure(e); err != nil {
 		_, _ = enginePool.Delete(a.dir)
-		return fmt.Errorf("postback: %w", err)
+		return err
 	}
-	e.SetSensitive(a.sensitive.Match)
 	a.engine.Store(e)
 	close(a.started)
 	for _, din := range a.DINs() {
@@ -181,6 +180,17 @@ func (a *App) Start() error {
 		a.metrics.CircuitOpen.WithLabelValues(din)
 	}
 	a.logger.Info("postback started", zap.String("storage_dir", a.dir), zap.Strings("destinations", a.DINs()))
+	return nil
+}
+
+// configure hands the shared engine this config's destinations and redact
+// list. Provision has checked every destination with the same rules, so it
+// cannot fail short of a bug; if it does, the config does not start.
+func (a *App) configure(e *pooledEngine) error {
+	if err := e.SetDestinations(a.destList()); err != nil {
+		return fmt.Errorf("postback: %w", err)
+	}
+	e.SetSensitive(a.sensitive.Match)
 	return nil
 }
 
@@ -201,12 +211,37 @@ func (a *App) destList() []*delivery.Destination {
 // requests after this app has stopped. They keep using the shared store the
 // new config holds open; once the last config has released it, it is closed
 // and they are answered 503 (storage.ErrClosed), so the sender retries.
+//
+// A reload whose new config fails to start stops that config's apps while
+// the old config runs on: the running config's destinations, which this
+// app's Start replaced, are given back to the shared engine, so that it
+// never lacks a DIN the running config enqueues to.
 func (a *App) Stop() error {
-	if a.engine.Load() == nil || !a.stopped.CompareAndSwap(false, true) {
+	e := a.engine.Load()
+	if e == nil || !a.stopped.CompareAndSwap(false, true) {
 		return nil
+	}
+	find := a.running
+	if find == nil {
+		find = runningApp
+	}
+	if running := find(); running != nil && running != a && running.dir == a.dir {
+		if err := running.configure(e); err != nil {
+			a.logger.Error("restoring the running config's destinations", zap.Error(err))
+		}
 	}
 	_, err := enginePool.Delete(a.dir)
 	return err
+}
+
+// runningApp is the postback app of the config Caddy is running, or nil.
+func runningApp() *App {
+	v, err := caddy.ActiveContext().AppIfConfigured("postback")
+	if err != nil {
+		return nil
+	}
+	app, _ := v.(*App)
+	return app
 }
 
 // errNotStarted is returned when the request path runs before Start, which

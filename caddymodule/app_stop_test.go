@@ -101,3 +101,39 @@ func TestEnqueueWaitsForStart(t *testing.T) {
 		t.Fatalf("Enqueue with a cancelled context before Start: %v, want errNotStarted", err)
 	}
 }
+
+// A reload whose new config fails to start: Caddy stops the new config's
+// apps and the old config runs on. The shared engine must deliver the old
+// config's DINs again, not the failed config's (a DIN the new config
+// dropped would otherwise stay pending while the old routes enqueue to it).
+func TestFailedReloadRestoresTheRunningDestinations(t *testing.T) {
+	dir := t.TempDir()
+	start := func(dins ...string) *App {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		t.Cleanup(cancel)
+		a := &App{StorageDir: dir, Destinations: map[string]*Destination{}}
+		for _, din := range dins {
+			a.Destinations[din] = &Destination{URL: "https://127.0.0.1:9/" + din}
+		}
+		if err := a.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	running := start("1001", "1002")
+	t.Cleanup(func() { _ = running.Stop() })
+	failed := start("1001") // the reload's config, which drops 1002
+	if got := failed.engine.Load().DINs(); len(got) != 1 {
+		t.Fatalf("the new config's Start left DINs %v", got)
+	}
+	failed.running = func() *App { return running } // Caddy still runs the old config
+	if err := failed.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := running.engine.Load().DINs(); len(got) != 2 || got[0] != "1001" || got[1] != "1002" {
+		t.Errorf("after the failed reload the engine delivers %v, want the running config's [1001 1002]", got)
+	}
+}
