@@ -22,53 +22,28 @@ import (
 // with the server timeouts a merchant should set against slow clients.
 // Refusals are shaped by handle_errors as "<status> <reason>".
 func badInputConfig(storeDir, destURL, caFile, root, php string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	servers {
-		timeouts {
-			read_header 1s
-			read_body   2s
-		}
+	return caddyfile{
+		global: `servers {
+	timeouts {
+		read_header 1s
+		read_body 2s
 	}
-	postback {
-		storage_dir %s
-		destination 1001 {
-			url %s
-			ca_cert %s
-			retry_schedule 0s 200ms
-		}
+}`,
+		store: storeDir,
+		dests: []destination{{din: "1001", url: destURL, ca: caFile, opts: "retry_schedule 0s 200ms"}},
+		sites: []site{{port: port, root: root, body: itnsRoute("allow 127.0.0.1\nmax_body 1MiB", "", "1001", php) + `
+route /signup/process_gateway.php {
+	postback_filter {
+		allow 127.0.0.1
+		max_body 64KiB
 	}
+	secondary_post 1001
+	php_fastcgi ` + php + `
 }
-
-http://127.0.0.1:%d {
-	root * %s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-			max_body 1MiB
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-		}
-		secondary_post 1001
-		php_fastcgi %s
-	}
-	route /signup/process_gateway.php {
-		postback_filter {
-			allow 127.0.0.1
-			max_body 64KiB
-		}
-		secondary_post 1001
-		php_fastcgi %s
-	}
-	handle_errors {
-		respond "{err.status_code} {postback.deny_reason}" {err.status_code}
-	}
-}
-`, storeDir, destURL, caFile, port, root, php, php)
+handle_errors {
+	respond "{err.status_code} {postback.deny_reason}" {err.status_code}
+}`}},
+	}.String()
 }
 
 // rawExchange writes req on a new connection, optionally closes the write

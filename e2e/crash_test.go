@@ -11,27 +11,15 @@ import (
 
 // edgeConfig is an edge that copies /post to DIN 1001 at dest.
 func edgeConfig(storeDir, dest, caFile string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %s
-		destination 1001 {
-			url %s
-			ca_cert %s
-			timeout 5s
-			retry_schedule 0s 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms
-		}
-	}
-}
-http://127.0.0.1:%d {
-	route /post {
-		secondary_post 1001
-		respond "OK"
-	}
-}
-`, storeDir, dest, caFile, port)
+	return caddyfile{
+		store: storeDir,
+		dests: []destination{{din: "1001", url: dest, ca: caFile, opts: `timeout 5s
+retry_schedule 0s 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms`}},
+		sites: []site{{port: port, body: `route /post {
+	secondary_post 1001
+	respond "OK"
+}`}},
+	}.String()
 }
 
 func postNotification(client *http.Client, port, i int) (string, error) {

@@ -98,78 +98,29 @@ type faultsSetup struct {
 }
 
 func faultsConfig(s faultsSetup, dins string) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %[1]s
-		encryption_key {env.E2E_DB_KEY}
-		destination 2000 {
-			url %[6]s
-			ca_cert %[12]s
-			retry_schedule 0s 200ms 500ms
-		}
-		destination 2001 {
-			url %[7]s
-			ca_cert %[12]s
-			timeout 2s
-			concurrency 64
-			retry_schedule 0s 100ms
-		}
-		destination 2002 {
-			url %[8]s
-			ca_cert %[12]s
-			retry_schedule 0s 300ms 600ms 1s 1s 1s 1s 1s 1s
-		}
-		destination 2003 {
-			url %[9]s
-			retry_schedule 0s 100ms 100ms
-			breaker 10 1s
-		}
-		destination 2004 {
-			url %[10]s
-			ca_cert %[12]s
-			timeout 2s
-			retry_schedule 0s 100ms 100ms
-			# Probes at most 1 s apart (here and for 2003, 2005): the
-			# deliveries an open circuit holds end (spooled, failed) once a
-			# probe failed after them, within the test's time.
-			breaker 10 1s
-			pgp_key %[4]s
-			spool_dir %[5]s
-		}
-		destination 2005 {
-			url %[11]s
-			ca_cert %[13]s
-			retry_schedule 0s 100ms 100ms
-			breaker 10 1s
-		}
-	}
-}
-
-http://127.0.0.1:%[14]d {
-	root * %[2]s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-		}
-		secondary_post %[16]s
-		php_fastcgi %[3]s
-	}
-}
-
-http://127.0.0.1:%[15]d {
-	root * %[2]s
-	php_fastcgi %[3]s
-}
-`, s.store, s.root, s.php, s.pgpKey, s.spool,
-		s.healthy, s.hang, s.flaky, s.badCA, s.down, s.wn, s.sinkCA, s.wnCA,
-		s.edgePort, s.plainPort, dins)
+	return caddyfile{
+		store:    s.store,
+		postback: "encryption_key {env.E2E_DB_KEY}",
+		dests: []destination{
+			{din: "2000", url: s.healthy, ca: s.sinkCA, opts: "retry_schedule 0s 200ms 500ms"},
+			{din: "2001", url: s.hang, ca: s.sinkCA, opts: "timeout 2s\nconcurrency 64\nretry_schedule 0s 100ms"},
+			{din: "2002", url: s.flaky, ca: s.sinkCA, opts: "retry_schedule 0s 300ms 600ms 1s 1s 1s 1s 1s 1s"},
+			{din: "2003", url: s.badCA, opts: "retry_schedule 0s 100ms 100ms\nbreaker 10 1s"},
+			{din: "2004", url: s.down, ca: s.sinkCA, opts: `timeout 2s
+retry_schedule 0s 100ms 100ms
+# Probes at most 1 s apart (here and for 2003, 2005): the
+# deliveries an open circuit holds end (spooled, failed) once a
+# probe failed after them, within the test's time.
+breaker 10 1s
+pgp_key ` + s.pgpKey + `
+spool_dir ` + s.spool},
+			{din: "2005", url: s.wn, ca: s.wnCA, opts: "retry_schedule 0s 100ms 100ms\nbreaker 10 1s"},
+		},
+		sites: []site{
+			{port: s.edgePort, root: s.root, body: itnsRoute("allow 127.0.0.1", "", dins, s.php)},
+			{port: s.plainPort, root: s.root, body: "php_fastcgi " + s.php},
+		},
+	}.String()
 }
 
 // phaseResult is one measured phase.

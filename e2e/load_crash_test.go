@@ -26,37 +26,13 @@ var e2eDBKey = hex.EncodeToString([]byte("caddy-postback e2e key 32 bytes!"))
 // loadConfig is itns.php behind the full edge (filter, signature, age,
 // secondary_post to DIN 1001), with the store encrypted at rest.
 func loadConfig(storeDir, destURL, caFile, root, php string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %s
-		encryption_key {env.E2E_DB_KEY}
-		destination 1001 {
-			url %s
-			ca_cert %s
-			timeout 5s
-			retry_schedule 0s 100ms 200ms 500ms 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s
-		}
-	}
-}
-
-http://127.0.0.1:%d {
-	root * %s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-		}
-		secondary_post 1001
-		php_fastcgi %s
-	}
-}
-`, storeDir, destURL, caFile, port, root, php)
+	return caddyfile{
+		store:    storeDir,
+		postback: "encryption_key {env.E2E_DB_KEY}",
+		dests: []destination{{din: "1001", url: destURL, ca: caFile,
+			opts: "timeout 5s\nretry_schedule 0s 100ms 200ms 500ms 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s"}},
+		sites: []site{{port: port, root: root, body: itnsRoute("allow 127.0.0.1", "", "1001", php)}},
+	}.String()
 }
 
 // loadSender posts signed notifications, each with its own tranreceipt,

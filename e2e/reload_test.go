@@ -18,38 +18,13 @@ import (
 // reloadConfig is itns.php behind the edge, copying to DIN 1001 at
 // destURL; a reload changes only the destination.
 func reloadConfig(storeDir, destURL, caFile, itemCode, root, php string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %s
-		encryption_key {env.E2E_DB_KEY}
-		destination 1001 {
-			url %s
-			ca_cert %s
-			item_code %s
-			retry_schedule 0s 100ms 200ms 500ms 1s 1s 1s
-		}
-	}
-}
-
-http://127.0.0.1:%d {
-	root * %s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-			dedupe 1h
-		}
-		secondary_post 1001
-		php_fastcgi %s
-	}
-}
-`, storeDir, destURL, caFile, itemCode, port, root, php)
+	return caddyfile{
+		store:    storeDir,
+		postback: "encryption_key {env.E2E_DB_KEY}",
+		dests: []destination{{din: "1001", url: destURL, ca: caFile,
+			opts: "item_code " + itemCode + "\nretry_schedule 0s 100ms 200ms 500ms 1s 1s 1s"}},
+		sites: []site{{port: port, root: root, body: itnsRoute("allow 127.0.0.1", "dedupe 1h", "1001", php)}},
+	}.String()
 }
 
 // While signed notifications flow, `caddy reload` moves DIN 1001 from one

@@ -33,84 +33,64 @@ var secretMarkers = []string{
 var cvvMarkers = []string{"cvv=913", `"913"`, "cvv\":913", "913&"}
 
 func secretsConfig(store, key, spool, pubKey, ca string, dead [3]int, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %[1]s
-		encryption_key %[2]s
-		redact member_pin
-		destination 1001 {
-			url https://127.0.0.1:%[6]d/collect
-			ca_cert %[5]s
-			retry_schedule 0s 100ms 100ms
-			pgp_key %[4]s
-			spool_dir %[3]s
-		}
-		destination 1002 {
-			url https://127.0.0.1:%[7]d/collect?partner=x
-			method GET
-			ca_cert %[5]s
-			retry_schedule 0s 100ms
-		}
-		destination 1003 {
-			url https://127.0.0.1:%[8]d/collect
-			ca_cert %[5]s
-			retry_schedule 0s 1h
-		}
+	return caddyfile{
+		store:    store,
+		postback: "encryption_key " + key + "\nredact member_pin",
+		dests: []destination{
+			{din: "1001", url: fmt.Sprintf("https://127.0.0.1:%d/collect", dead[0]), ca: ca,
+				opts: "retry_schedule 0s 100ms 100ms\npgp_key " + pubKey + "\nspool_dir " + spool},
+			{din: "1002", url: fmt.Sprintf("https://127.0.0.1:%d/collect?partner=x", dead[1]), ca: ca,
+				opts: "method GET\nretry_schedule 0s 100ms"},
+			{din: "1003", url: fmt.Sprintf("https://127.0.0.1:%d/collect", dead[2]), ca: ca, opts: "retry_schedule 0s 1h"},
+		},
+		sites: []site{{port: port, body: `route /signup/process_gateway.php {
+	postback_filter {
+		allow 127.0.0.1
 	}
-}
-http://127.0.0.1:%[9]d {
-	route /signup/process_gateway.php {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		secondary_post 1001 1002 1003
-		respond "SALE OK
+	secondary_post 1001 1002 1003
+	respond "SALE OK
 100001
 "
-	}
-	route /denied/process_gateway.php {
-		postback_filter {
-			allow 203.0.113.10
-			deny_status 200
-			deny_body "SALE DECLINED\nNOT ALLOWED IP\n"
-		}
-		respond "never"
-	}
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-			max_body 4KiB
-		}
-		itns_verify {
-			secret s3cr3t-itns
-			dedupe 1h
-		}
-		secondary_post 1001 1002 1003
-		respond "OK"
-	}
-	route /signup/process_extended.php {
-		postback_filter {
-			methods GET POST
-			allow 127.0.0.1
-		}
-		secondary_post 1001 1002 1003
-		respond "OK"
-	}
-	route /ecsuite/* {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		secondary_post 1001 1002 1003
-		respond "APPROVED"
-	}
-	route /report/* {
-		postback_report /report
-	}
 }
-`, store, key, spool, pubKey, ca, dead[0], dead[1], dead[2], port)
+route /denied/process_gateway.php {
+	postback_filter {
+		allow 203.0.113.10
+		deny_status 200
+		deny_body "SALE DECLINED\nNOT ALLOWED IP\n"
+	}
+	respond "never"
+}
+route /itns.php {
+	postback_filter {
+		allow 127.0.0.1
+		max_body 4KiB
+	}
+	itns_verify {
+		secret s3cr3t-itns
+		dedupe 1h
+	}
+	secondary_post 1001 1002 1003
+	respond "OK"
+}
+route /signup/process_extended.php {
+	postback_filter {
+		methods GET POST
+		allow 127.0.0.1
+	}
+	secondary_post 1001 1002 1003
+	respond "OK"
+}
+route /ecsuite/* {
+	postback_filter {
+		allow 127.0.0.1
+	}
+	secondary_post 1001 1002 1003
+	respond "APPROVED"
+}
+route /report/* {
+	postback_report /report
+}`}},
+	}.String()
 }
 
 // TestNothingInClear posts card data, CVVs and passwords through every
