@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // badInputConfig is the ITNS endpoint and the NATS gateway behind the edge,
@@ -303,7 +304,7 @@ func TestBadInputRefusedWithoutGrowth(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	edge := startCaddy(t, dir, badInputConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
 		"E2E_ITNS_SECRET="+itnsSecret)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -348,7 +349,7 @@ func TestBadInputRefusedWithoutGrowth(t *testing.T) {
 		t.Errorf("the edge logged a panic:\n%s", edge.logs.String())
 	}
 	// Only the genuine requests were copied.
-	waitUntil(t, "the genuine requests at DIN 1001", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the genuine requests at DIN 1001", 30*time.Second, func() bool {
 		_, total := dest.received()
 		return total >= genuine
 	})
@@ -369,7 +370,7 @@ func TestBadInputTenThousandSignedFieldsRefused(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	startCaddy(t, dir, badInputConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
 		"E2E_ITNS_SECRET="+itnsSecret)
 

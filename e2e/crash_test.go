@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // edgeConfig is an edge that copies /post to DIN 1001 at dest.
@@ -49,8 +51,8 @@ func TestCrashWhileDestinationDownLosesNothing(t *testing.T) {
 		t.Skip("end-to-end crash test")
 	}
 	dir := t.TempDir()
-	destPort, edgePort := freePort(t), freePort(t)
-	caFile := httptestCA(t, dir)
+	destPort, edgePort := testutil.FreePort(t), testutil.FreePort(t)
+	caFile := testutil.HTTPTestCA(t, dir)
 	cfg := edgeConfig(dir+"/store", fmt.Sprintf("https://127.0.0.1:%d/collect", destPort), caFile, edgePort)
 
 	edge := startCaddy(t, dir, cfg)
@@ -68,7 +70,7 @@ func TestCrashWhileDestinationDownLosesNothing(t *testing.T) {
 
 	dest := newSink(t, dir, destPort)
 	startCaddy(t, dir, cfg)
-	waitUntil(t, "every accepted notification at the destination", 60*time.Second, func() bool {
+	testutil.WaitFor(t, "every accepted notification at the destination", 60*time.Second, func() bool {
 		bodies, _ := dest.received()
 		for b := range accepted {
 			if bodies[b] == 0 {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // e2eDBKey is the store's encryption key in the tests that set one (32
@@ -136,7 +137,7 @@ func TestLoadCrashKill9LosesNothing(t *testing.T) {
 	}
 	php := startPHP(t)
 	dir := t.TempDir()
-	destPort, edgePort := freePort(t), freePort(t)
+	destPort, edgePort := testutil.FreePort(t), testutil.FreePort(t)
 	dest := newSink(t, dir, destPort)
 	cfg := loadConfig(dir+"/store", fmt.Sprintf("https://127.0.0.1:%d/collect", destPort), dest.caFile, legacyRoot(t), php.addr, edgePort)
 	env := []string{"E2E_ITNS_SECRET=" + itnsSecret, "E2E_DB_KEY=" + e2eDBKey}
@@ -196,7 +197,7 @@ func TestLoadCrashKill9LosesNothing(t *testing.T) {
 
 	// Drain: every accepted notification at the destination.
 	drainStart := time.Now()
-	waitUntil(t, "every accepted notification at DIN 1001", 2*time.Minute, func() bool {
+	testutil.WaitFor(t, "every accepted notification at DIN 1001", 2*time.Minute, func() bool {
 		bodies, _ := dest.received()
 		for b := range sender.accepted {
 			if bodies[b] == 0 {
@@ -207,7 +208,7 @@ func TestLoadCrashKill9LosesNothing(t *testing.T) {
 	})
 	// Drained: nothing left pending in the store of the last edge.
 	last := procs[len(procs)-1]
-	waitUntil(t, "queue depth of DIN 1001 at 0", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "queue depth of DIN 1001 at 0", 30*time.Second, func() bool {
 		v, ok := last.metrics(t)[`caddy_postback_queue_depth{din="1001"}`]
 		return ok && v == 0
 	})

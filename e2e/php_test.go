@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // itnsShopsConfig is a merchant with two shops in front of the unchanged
@@ -45,7 +46,7 @@ func TestPHPITNSSignedAndRefused(t *testing.T) {
 	requireSecondLoopback(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	affPort, cbPort := freePort(t), freePort(t)
+	affPort, cbPort := testutil.FreePort(t), testutil.FreePort(t)
 	cfg := itnsShopsConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, affPort, cbPort)
 	startCaddy(t, dir, cfg, "E2E_ITNS_SECRET="+itnsSecret)
 
@@ -161,7 +162,7 @@ func TestPHPITNSSignedAndRefused(t *testing.T) {
 
 	// The destination gets the accepted notifications, byte for byte, and
 	// nothing else.
-	waitUntil(t, "the accepted notifications at DIN 1001", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the accepted notifications at DIN 1001", 30*time.Second, func() bool {
 		bodies, _ := dest.received()
 		for b := range accepted {
 			if bodies[b] == 0 {
@@ -221,7 +222,7 @@ func TestPHPNATSGateway(t *testing.T) {
 	requireSecondLoopback(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	startCaddy(t, dir, natsGatewayConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port))
 	endpoint := fmt.Sprintf("http://127.0.0.1:%d/signup/process_gateway.php", port)
 
@@ -289,7 +290,7 @@ func TestPHPNATSGateway(t *testing.T) {
 	}
 
 	// What passed the edge is mirrored to DIN 1001; what it refused is not.
-	waitUntil(t, "the gateway posts at DIN 1001", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the gateway posts at DIN 1001", 30*time.Second, func() bool {
 		bodies, _ := dest.received()
 		for _, b := range mirrored {
 			if bodies[b] == 0 {
@@ -323,7 +324,7 @@ func TestPHPReplayReachesScriptOnce(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := replayConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port)
 	env := "E2E_ITNS_SECRET=" + itnsSecret
 	edge := startCaddy(t, dir, cfg, env)
@@ -383,7 +384,7 @@ func TestPHPReplayReachesScriptOnce(t *testing.T) {
 	}
 
 	// After a crash: the record is on disk, the replay is still answered.
-	waitUntil(t, "both notifications at DIN 1001", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "both notifications at DIN 1001", 30*time.Second, func() bool {
 		b, _ := dest.received()
 		return b[body] > 0 && b[body2] > 0
 	})

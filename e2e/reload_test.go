@@ -8,11 +8,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // reloadConfig is itns.php behind the edge, copying to DIN 1001 at
@@ -38,7 +39,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	sinkA, sinkB := newSink(t, dir, 0), newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := func(s *sink, item string) string {
 		return reloadConfig(dir+"/store", s.srv.URL+"/collect", s.caFile, item, legacyRoot(t), php.addr, port)
 	}
@@ -86,7 +87,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 		t.Errorf("%d notifications sent, only %d accepted", sent, accepted)
 	}
 
-	waitUntil(t, "every accepted notification at a collector", time.Minute, func() bool {
+	testutil.WaitFor(t, "every accepted notification at a collector", time.Minute, func() bool {
 		a, _ := sinkA.received()
 		b, _ := sinkB.received()
 		for body := range sender.accepted {
@@ -144,7 +145,7 @@ func TestReloadRequestInFlightIsServed(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	sinkA, sinkB := newSink(t, dir, 0), newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := func(s *sink, item string) string {
 		return reloadConfig(dir+"/store", s.srv.URL+"/collect", s.caFile, item, legacyRoot(t), php.addr, port)
 	}
@@ -205,7 +206,7 @@ func TestReloadRequestInFlightIsServed(t *testing.T) {
 	if refused > 0 {
 		t.Logf("edge log:\n%s", grepLines(edge.logs.String(), "enqueue failed", "dedupe", "in-flight"))
 	}
-	waitUntil(t, "the notifications at a collector", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the notifications at a collector", 30*time.Second, func() bool {
 		a, _ := sinkA.received()
 		b, _ := sinkB.received()
 		for _, body := range bodies {
@@ -219,9 +220,8 @@ func TestReloadRequestInFlightIsServed(t *testing.T) {
 
 // reloadErr is caddyProc.reload for a goroutine: it returns the error.
 func reloadErr(p *caddyProc, dir, caddyfile string) error {
-	cfg := strings.ReplaceAll(caddyfile, "{admin}", fmt.Sprintf("127.0.0.1:%d", p.adminPort))
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	path, err := p.writeConfig(dir, caddyfile)
+	if err != nil {
 		return err
 	}
 	cmd := exec.Command(caddyBin, "reload", "--config", path, "--adapter", "caddyfile",

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // Markers no log line, error, admin answer, report page or store file may
@@ -103,9 +104,9 @@ func TestNothingInClear(t *testing.T) {
 	dir := t.TempDir()
 	store, spool := filepath.Join(dir, "store"), filepath.Join(dir, "spool")
 	key := hex.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))
-	dead := [3]int{freePort(t), freePort(t), freePort(t)}
-	port := freePort(t)
-	edge := startCaddy(t, dir, secretsConfig(store, key, spool, partner.pubKey, httptestCA(t, dir), dead, port))
+	dead := [3]int{testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)}
+	port := testutil.FreePort(t)
+	edge := startCaddy(t, dir, secretsConfig(store, key, spool, partner.pubKey, testutil.HTTPTestCA(t, dir), dead, port))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client := &http.Client{Timeout: 10 * time.Second}
 	const form = "application/x-www-form-urlencoded"
@@ -156,7 +157,7 @@ func TestNothingInClear(t *testing.T) {
 
 	// 1001 spools after its schedule, 1002 fails, 1003 stays pending.
 	n := len(accepted)
-	waitUntil(t, "1001 spooled and 1002 failed", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "1001 spooled and 1002 failed", 30*time.Second, func() bool {
 		var stats struct {
 			Destinations []struct {
 				DIN                      string `json:"din"`
@@ -186,7 +187,8 @@ func TestNothingInClear(t *testing.T) {
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("spool file %s: mode %v, err %v", f, fi.Mode().Perm(), err)
 		}
-		got = append(got, partner.decrypt(t, f))
+		plain, _ := partner.Decrypt(t, f)
+		got = append(got, string(plain))
 	}
 	sort.Strings(got)
 	sort.Strings(want)
