@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/report"
 	"github.com/postbackedge/caddy-postback/storage"
 )
@@ -128,7 +129,7 @@ http://127.0.0.1:{port0} {
 	for i := 0; i < 3; i++ {
 		sendNotification(t, "/itns.php", fmt.Sprintf("%s&n=%d", cardBody, i))
 	}
-	waitFor(t, "3 delivered to 3101 and 3 failed at 3102", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "3 delivered to 3101 and 3 failed at 3102", 15*time.Second, func() bool {
 		st := adminStats(t)
 		return destStats(st, "3101").Delivered == 3 && destStats(st, "3102").Failed == 3
 	})
@@ -215,7 +216,7 @@ http://127.0.0.1:{port0} {
 	if code != http.StatusAccepted || json.Unmarshal(body, &v) != nil || v.State != storage.StatePending || v.ID != id {
 		t.Fatalf("retry: %d %s", code, body)
 	}
-	waitFor(t, "the retried delivery", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the retried delivery", 10*time.Second, func() bool {
 		var d report.DeliveryDetail
 		adminGet(t, "/postback/deliveries/"+id, &d)
 		return d.State == storage.StateDelivered

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/report"
 )
 
@@ -28,7 +29,7 @@ func TestDeadDestinationOpensCircuit(t *testing.T) {
 			retry_schedule 0s 1h
 			concurrency 1
 			breaker 3 1h
-		}`, good.srv.URL, good.caFile, deadAddr(t)))
+		}`, good.srv.URL, good.caFile, testutil.DeadAddr(t)))
 	newTester(t, global, `
 http://127.0.0.1:{port0} {
 	route /itns.php {
@@ -40,10 +41,10 @@ http://127.0.0.1:{port0} {
 	for i := range n {
 		sendNotification(t, "/itns.php", fmt.Sprintf("transaction=SALE&n=%d", i))
 	}
-	waitFor(t, "the circuit of 2302 to open", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "the circuit of 2302 to open", 15*time.Second, func() bool {
 		return destStats(adminStats(t), "2302").CircuitOpenSince != nil
 	})
-	waitFor(t, "the good copies", 15*time.Second, func() bool { return len(good.requests()) == n })
+	testutil.WaitFor(t, "the good copies", 15*time.Second, func() bool { return len(good.requests()) == n })
 	time.Sleep(200 * time.Millisecond) // nothing more may reach 2302
 	st := adminStats(t)
 	dead, ok := destStats(st, "2302"), destStats(st, "2301")
@@ -137,7 +138,7 @@ http://127.0.0.1:{port0} {
 	// Those enqueued after that wait for a probe, which Retry-After puts an
 	// hour away.
 	var before report.DestinationStats
-	waitFor(t, "the circuit of 2401 to open", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "the circuit of 2401 to open", 15*time.Second, func() bool {
 		before = destStats(adminStats(t), "2401")
 		return before.CircuitOpenSince != nil && before.Failed >= 2 && before.Failed+before.Pending == 4
 	})
@@ -154,7 +155,7 @@ http://127.0.0.1:{port0} {
 	if code, b := adminDo(t, http.MethodPost, "/postback/deliveries/"+list.Deliveries[0].ID+"/retry"); code != http.StatusAccepted {
 		t.Fatalf("retry: %d %s", code, b)
 	}
-	waitFor(t, "the retried delivery and the held ones, and the circuit closed", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the retried delivery and the held ones, and the circuit closed", 10*time.Second, func() bool {
 		d := destStats(adminStats(t), "2401")
 		return d.CircuitOpenSince == nil && d.Delivered == 1+before.Pending && d.Failed == before.Failed-1
 	})

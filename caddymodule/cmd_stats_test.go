@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/report"
 )
 
@@ -49,7 +50,7 @@ http://127.0.0.1:{port0} {
 	}
 }`)
 	sendNotification(t, "/itns.php", cardBody)
-	waitFor(t, "1 delivered, 1 failed", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "1 delivered, 1 failed", 15*time.Second, func() bool {
 		st := adminStats(t)
 		return destStats(st, "3401").Delivered == 1 && destStats(st, "3402").Failed == 1
 	})
@@ -115,14 +116,14 @@ http://127.0.0.1:{port0} {
 	if code, body := adminDo(t, http.MethodPost, "/postback/deliveries/"+failed.Deliveries[0].ID+"/retry"); code != http.StatusAccepted {
 		t.Fatalf("retry: %d %s", code, body)
 	}
-	waitFor(t, "the retry", 10*time.Second, func() bool { return destStats(adminStats(t), "3402").Delivered == 1 })
+	testutil.WaitFor(t, "the retry", 10*time.Second, func() bool { return destStats(adminStats(t), "3402").Delivered == 1 })
 	out, err = runStatsCommand(t, "--address", addr)
 	if err != nil || !strings.Contains(out, "TOTAL") {
 		t.Errorf("all delivered: %v\n%s", err, out)
 	}
 
 	// Unreachable admin API: exit status 1 with the address in the error.
-	dead := deadAddr(t)
+	dead := testutil.DeadAddr(t)
 	code, err := runStats(&bytes.Buffer{}, statsOptions{address: dead})
 	if code != statsExitError || err == nil || !strings.Contains(err.Error(), dead) {
 		t.Errorf("dead admin address: %d %v", code, err)

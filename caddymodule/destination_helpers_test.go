@@ -1,15 +1,13 @@
 package caddymodule
 
 import (
-	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // received is one request a test destination got.
@@ -35,7 +33,7 @@ type testDestination struct {
 func newTestDestination(t *testing.T) *testDestination {
 	t.Helper()
 	td := &testDestination{status: func(int) int { return http.StatusOK }}
-	td.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := testutil.NewTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		td.mu.Lock()
 		td.got = append(td.got, received{Method: r.Method, URL: r.URL.RequestURI(), Header: r.Header.Clone(), Body: string(body)})
@@ -47,13 +45,8 @@ func newTestDestination(t *testing.T) *testDestination {
 			w.Header().Set("Retry-After", ra)
 		}
 		w.WriteHeader(code)
-	}))
-	t.Cleanup(td.srv.Close)
-	td.caFile = filepath.Join(testDir(t, "ca"), "ca.pem")
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: td.srv.Certificate().Raw})
-	if err := os.WriteFile(td.caFile, pemBytes, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	}), testutil.TLSOptions{Dir: testDir(t, "ca")})
+	td.srv, td.caFile = srv.Server, srv.CAFile
 	return td
 }
 
@@ -61,16 +54,4 @@ func (td *testDestination) requests() []received {
 	td.mu.Lock()
 	defer td.mu.Unlock()
 	return append([]received(nil), td.got...)
-}
-
-// waitFor polls until cond holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -23,8 +23,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestITNSVerifyCaddyfile(t *testing.T) {
@@ -330,7 +331,7 @@ func TestITNSServeDeduped(t *testing.T) {
 	if n := logs.FilterMessage("itns notification verified").FilterField(zap.Int("secret_index", 0)).Len(); n == 0 {
 		t.Error("accepted notifications are not logged (debug) with their secret index")
 	}
-	if n := testutil.ToFloat64(v.metrics.Verified.WithLabelValues("0")); n < 5 {
+	if n := promtestutil.ToFloat64(v.metrics.Verified.WithLabelValues("0")); n < 5 {
 		t.Errorf("caddy_postback_itns_verified_total{secret_index=\"0\"} = %v, want one per accepted notification", n)
 	}
 }
@@ -348,9 +349,7 @@ func TestITNSServeDedupedInFlight(t *testing.T) {
 	})
 	body := signedBody(t, secret, "ctransaction=SALE", "ctransreceipt=SLOW1")
 	firstDone := serveAsync(t, v, body, slow)
-	for hits.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "the first copy at the upstream", 10*time.Second, func() bool { return hits.Load() != 0 })
 	replayDone := serveAsync(t, v, body, slow)
 	time.Sleep(100 * time.Millisecond)
 	close(release)
@@ -374,9 +373,7 @@ func TestITNSServeDedupedInFlight(t *testing.T) {
 		return nil
 	})
 	stuckDone := serveAsync(t, v, body, stuck)
-	for hits.Load() < 2 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "the stuck copy at the upstream", 10*time.Second, func() bool { return hits.Load() >= 2 })
 	w := serveITNS(t, v, body, stuck)
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "2" {
 		t.Fatalf("replay while in flight: %d, Retry-After %q; want 503, 2", w.Code, w.Header().Get("Retry-After"))

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/report"
 	"github.com/postbackedge/caddy-postback/storage"
 )
@@ -93,7 +94,7 @@ func TestMetricsAfterReload(t *testing.T) {
 		destination 3203 {
 			url https://%s/dead
 			retry_schedule 0s 1h
-		}`, good.srv.URL, good.caFile, bad.srv.URL, bad.caFile, deadAddr(t)))
+		}`, good.srv.URL, good.caFile, bad.srv.URL, bad.caFile, testutil.DeadAddr(t)))
 	site := func(extra string) string {
 		return fmt.Sprintf(`
 http://127.0.0.1:{port0} {
@@ -122,7 +123,7 @@ http://127.0.0.1:{port0} {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("GET through the filter: %d", resp.StatusCode)
 	}
-	waitFor(t, "the sequence to settle", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "the sequence to settle", 15*time.Second, func() bool {
 		st := adminStats(t)
 		d3203 := destStats(st, "3203")
 		return destStats(st, "3201").Delivered == 2 && destStats(st, "3202").Failed == 2 &&
@@ -181,7 +182,7 @@ http://127.0.0.1:{port0} {
 	if code, body := adminDo(t, http.MethodPost, "/postback/deliveries/"+failed.Deliveries[0].ID+"/retry"); code != http.StatusAccepted {
 		t.Fatalf("retry: %d %s", code, body)
 	}
-	waitFor(t, "the new and the retried delivery", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "the new and the retried delivery", 15*time.Second, func() bool {
 		st := adminStats(t)
 		return destStats(st, "3201").Delivered == 3 && destStats(st, "3202").Delivered == 2 && destStats(st, "3203").Pending == 3 &&
 			destStats(st, "3203").LastHour.Attempts == 3

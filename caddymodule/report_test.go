@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/report"
 	"github.com/postbackedge/caddy-postback/storage"
 )
@@ -134,7 +135,7 @@ func TestReportPageOnCaddy(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		sendNotification(t, "/itns.php", fmt.Sprintf("%s&n=%d", cardBody, i))
 	}
-	waitFor(t, "2 failed at 3301, 2 delivered to 3302", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "2 failed at 3301, 2 delivered to 3302", 15*time.Second, func() bool {
 		st := adminStats(t)
 		return destStats(st, "3301").Failed == 2 && destStats(st, "3302").Delivered == 2
 	})
@@ -226,7 +227,7 @@ func TestReportPageOnCaddy(t *testing.T) {
 	if !strings.Contains(page, "Delivery queued for a new attempt.") {
 		t.Error("no confirmation after the retry")
 	}
-	waitFor(t, "the delivery retried from the page", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the delivery retried from the page", 10*time.Second, func() bool {
 		adminGet(t, "/postback/deliveries/"+id, &det)
 		return det.State == storage.StateDelivered
 	})
@@ -263,25 +264,6 @@ func TestReportPageOnCaddy(t *testing.T) {
 	if resp, page := rc.do("GET", testURL(0, "/rp/deliveries/"+id), nil, nil); resp.StatusCode != 200 || !strings.Contains(page, `href="/rp/?din=3301#deliveries"`) {
 		t.Errorf("/rp detail: %d", resp.StatusCode)
 	}
-}
-
-// chromiumPath finds the browser; without one the test is skipped, except
-// in CI (CI=true), where a missing browser is a failure.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium not found (set CHROMIUM or install Debian's chromium); it is required in CI")
-	}
-	t.Skip("chromium not found; install it (Debian: apt-get install chromium) or set CHROMIUM")
-	return ""
 }
 
 // runChromium runs headless Chromium once with a fresh profile.
@@ -407,7 +389,7 @@ func seedHistory(t *testing.T, dir string, now time.Time) {
 // and takes the screenshot used in the README (docs/report.png, rewritten
 // when POSTBACK_UPDATE_SCREENSHOT=1).
 func TestReportPageInBrowser(t *testing.T) {
-	bin := chromiumPath(t)
+	bin := testutil.NeedTool(t, "chromium", os.Getenv("CHROMIUM"), "/usr/bin/chromium", "chromium-browser")
 	good := newTestDestination(t)
 	store := testDir(t, "store")
 	seedHistory(t, store, time.Now())
@@ -423,7 +405,7 @@ func TestReportPageInBrowser(t *testing.T) {
 		destination 1003 {
 			url https://%s/down
 			retry_schedule 0s 1h 5h
-		}`, good.srv.URL, good.caFile, good.srv.URL, good.caFile, deadAddr(t)))
+		}`, good.srv.URL, good.caFile, good.srv.URL, good.caFile, testutil.DeadAddr(t)))
 	newTester(t, global, reportSite("1001 1002 1003", "Shop postbacks", 8))
 
 	// Chromium sends credentials from the URL on a top-level navigation.

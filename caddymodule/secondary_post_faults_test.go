@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 func postForm(t *testing.T, tc *caddytest.Tester, path, body string, wantStatus int, wantBody string) {
@@ -95,7 +97,7 @@ http://127.0.0.1:{port0} {
 	// 2502 named, an unknown DIN and a URL are ignored: a request can only
 	// pick configured destinations.
 	postForm(t, tc, "/post", "din=2502&din=7777&din=https%3A%2F%2Fevil.example%2F&x=1", http.StatusOK, "OK")
-	waitFor(t, "the copy to 2502", 10*time.Second, func() bool { return len(b.requests()) == 1 })
+	testutil.WaitFor(t, "the copy to 2502", 10*time.Second, func() bool { return len(b.requests()) == 1 })
 	time.Sleep(200 * time.Millisecond)
 	if n := len(a.requests()); n != 0 {
 		t.Errorf("2501 got %d copies, want 0", n)
@@ -107,7 +109,7 @@ http://127.0.0.1:{port0} {
 // no lock error and one set of workers.
 func TestSecondaryPostReloadKeepsPendingDeliveries(t *testing.T) {
 	dir := testDir(t, "store")
-	dead := deadAddr(t)
+	dead := testutil.DeadAddr(t)
 	site := `
 http://127.0.0.1:{port0} {
 	route /post {
@@ -134,7 +136,7 @@ http://127.0.0.1:{port0} {
 			retry_schedule 0s 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms
 		}`, live.srv.URL, live.caFile)))+site), "caddyfile")
 
-	waitFor(t, "all pending deliveries after the reload", 20*time.Second, func() bool { return len(live.requests()) >= n })
+	testutil.WaitFor(t, "all pending deliveries after the reload", 20*time.Second, func() bool { return len(live.requests()) >= n })
 	time.Sleep(300 * time.Millisecond)
 	seen := map[string]int{}
 	bodies := map[string]bool{}

@@ -3,13 +3,14 @@ package caddymodule
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // upstream stands in for the legacy script: it records the body and the
@@ -39,17 +40,6 @@ func (u *upstream) hits() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return len(u.bodies)
-}
-
-// deadAddr returns a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 func postbackGlobal(storageDir string, destinations string) string {
@@ -96,7 +86,7 @@ http://127.0.0.1:{port0} {
 	}
 	up.mu.Unlock()
 
-	waitFor(t, "both destinations", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "both destinations", 10*time.Second, func() bool {
 		return len(post.requests()) == 1 && len(get.requests()) == 1
 	})
 	p := post.requests()[0]
@@ -139,7 +129,7 @@ http://127.0.0.1:{port0} {
 }`)
 	query := "extended_id=demo&action=SALE&transid=T1&amount=500"
 	tc.AssertGetResponse(testURL(0, "/signup/process_extended.php?"+query), http.StatusOK, "OK")
-	waitFor(t, "the copy", 10*time.Second, func() bool { return len(dest.requests()) == 1 })
+	testutil.WaitFor(t, "the copy", 10*time.Second, func() bool { return len(dest.requests()) == 1 })
 	if r := dest.requests()[0]; r.Method != http.MethodPost || r.Body != query ||
 		r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
 		t.Errorf("destination got %s %q %v", r.Method, r.Body, r.Header)
@@ -170,7 +160,7 @@ func TestSecondaryPostDeadDestinationDoesNotDelayOthers(t *testing.T) {
 			url %s/hangs
 			timeout 30s
 			insecure_http
-		}`, good.srv.URL, good.caFile, deadAddr(t), hanging.URL))
+		}`, good.srv.URL, good.caFile, testutil.DeadAddr(t), hanging.URL))
 	tc := newTester(t, global, `
 http://127.0.0.1:{port0} {
 	route /itns.php {
@@ -185,7 +175,7 @@ http://127.0.0.1:{port0} {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		tc.AssertResponse(req, http.StatusOK, "OK")
 	}
-	waitFor(t, "the good destination", 15*time.Second, func() bool { return len(good.requests()) == n })
+	testutil.WaitFor(t, "the good destination", 15*time.Second, func() bool { return len(good.requests()) == n })
 	// Generous bound: the hanging destination's 30 s timeout must not be in
 	// the path of the requests or of the good destination.
 	if elapsed := time.Since(start); elapsed > 20*time.Second {

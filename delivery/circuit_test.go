@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
@@ -20,8 +21,8 @@ func TestCircuitHoldsBacklogOfDeadDestination(t *testing.T) {
 		store.add("9", "", []byte("a=1"), time.Now(), 0)
 	}
 	obs := newRecorder()
-	logs := &logBuffer{}
-	d := run(t, store, Options{Observer: obs, Logger: logs.logger()}, &Destination{DIN: "9", URL: srv.url(t, "/"),
+	logs := &testutil.LogBuffer{}
+	d := run(t, store, Options{Observer: obs, Logger: logs.Slog()}, &Destination{DIN: "9", URL: srv.url(t, "/"),
 		Schedule: ms(0, 3_600_000), BreakerThreshold: 5, BreakerMaxProbe: time.Hour})
 	waitOpen(t, obs, "9")
 	since, open := d.CircuitOpen("9")
@@ -70,7 +71,7 @@ func TestCircuitProbeClosesAndDrains(t *testing.T) {
 	}
 	up.Store(true)
 	// Each failed attempt pushed its delivery an hour out; the rest drain.
-	waitFor(t, 5*time.Second, "backlog delivered", func() bool {
+	testutil.WaitFor(t, "backlog delivered", 5*time.Second, func() bool {
 		store.mu.Lock()
 		defer store.mu.Unlock()
 		for _, dl := range store.recs {
@@ -117,7 +118,7 @@ func TestCircuitSpoolsHeldDeliveriesAfterTheirSpan(t *testing.T) {
 	run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
 		Schedule: ms(0, 100, 100), BreakerThreshold: 2, BreakerMaxProbe: 50 * time.Millisecond, Spool: spool})
 	start := time.Now()
-	waitFor(t, 10*time.Second, "all spooled", func() bool { return store.count(storage.StateSpooled) == 30 })
+	testutil.WaitFor(t, "all spooled", 10*time.Second, func() bool { return store.count(storage.StateSpooled) == 30 })
 	if el := time.Since(start); el < 200*time.Millisecond {
 		t.Errorf("spooled after %s, before the 200ms span", el)
 	}
@@ -157,7 +158,7 @@ func TestCircuitResetBySettingsChange(t *testing.T) {
 	waitOpen(t, obs, "9")
 	mustSet(t, d, []*Destination{dest(good)})
 	// The deliveries that failed once are due in an hour; the others now.
-	waitFor(t, 5*time.Second, "untouched ones delivered", func() bool {
+	testutil.WaitFor(t, "untouched ones delivered", 5*time.Second, func() bool {
 		return store.count(storage.StateDelivered) == 50-len(dead.requests())
 	})
 	if got := obs.circuits(); !slices.Equal(got, []string{"9:true", "9:false"}) {
@@ -178,7 +179,7 @@ func TestCircuitClosedWhenLoopEnds(t *testing.T) {
 		Schedule: ms(0, 3_600_000), BreakerThreshold: 2, BreakerMaxProbe: time.Hour})
 	waitOpen(t, obs, "9")
 	d.SetDestinations(nil)
-	waitFor(t, 5*time.Second, "circuit reported closed", func() bool {
+	testutil.WaitFor(t, "circuit reported closed", 5*time.Second, func() bool {
 		return slices.Equal(obs.circuits(), []string{"9:true", "9:false"})
 	})
 	if _, open := d.CircuitOpen("9"); open {
@@ -204,7 +205,7 @@ func TestCircuitProbeNow(t *testing.T) {
 		t.Fatalf("%d delivered while the circuit waits out Retry-After", n)
 	}
 	d.ProbeNow("9")
-	waitFor(t, 5*time.Second, "the probe and the drain", func() bool {
+	testutil.WaitFor(t, "the probe and the drain", 5*time.Second, func() bool {
 		return slices.Equal(obs.circuits(), []string{"9:true", "9:false"}) && store.count(storage.StateDelivered) >= 20-2-DefaultConcurrency
 	})
 }
@@ -228,7 +229,7 @@ func TestCircuitHoldsAtLeastUntilTheNextProbe(t *testing.T) {
 		t.Fatalf("a delivery enqueued while the circuit is open was %s at once; want it held for the probe", st)
 	}
 	up.Store(true)
-	waitFor(t, 5*time.Second, "the held delivery delivered by the probe", func() bool {
+	testutil.WaitFor(t, "the held delivery delivered by the probe", 5*time.Second, func() bool {
 		return store.get(late).State == storage.StateDelivered
 	})
 }
@@ -253,7 +254,7 @@ func downUntilUp(t *testing.T, status int, ra string) (*sink, *atomic.Bool) {
 // waitOpen waits until the observer heard din's circuit open.
 func waitOpen(t *testing.T, obs *recorder, din string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, "circuit open", func() bool { return slices.Contains(obs.circuits(), din+":true") })
+	testutil.WaitFor(t, "circuit open", 5*time.Second, func() bool { return slices.Contains(obs.circuits(), din+":true") })
 }
 
 // The flaky TestManualRetryProbesOpenCircuit's cause: a delivery enqueued
@@ -281,7 +282,7 @@ func TestGiveUpWaitsForAProbeStartedAfterDue(t *testing.T) {
 	close(release) // the first attempt fails and opens the circuit
 	waitOpen(t, obs, "9")
 	d.ProbeNow("9")
-	waitFor(t, 5*time.Second, "the late delivery to be probed", func() bool {
+	testutil.WaitFor(t, "the late delivery to be probed", 5*time.Second, func() bool {
 		return store.get(late).State != storage.StatePending
 	})
 	if got := store.get(late); got.State != storage.StateFailed || len(got.Attempts) != 1 {

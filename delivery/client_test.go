@@ -1,31 +1,24 @@
 package delivery
 
 import (
-	"encoding/pem"
-	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
 func TestHTTPSWithOwnCA(t *testing.T) {
 	var got atomic.Value
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := testutil.NewTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got.Store(r.Header.Get("X-Postback-Din"))
 		w.WriteHeader(http.StatusOK)
-	}))
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
-	srv.StartTLS()
-	defer srv.Close()
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	trusted, err := NewClient(caPEM)
+	}), testutil.TLSOptions{Quiet: true}) // the refused handshake is expected
+	trusted, err := NewClient(srv.CAPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +35,7 @@ func TestHTTPSWithOwnCA(t *testing.T) {
 		&Destination{DIN: "tls", URL: u, Client: trusted, Schedule: ms(0)},
 		&Destination{DIN: "plain-roots", URL: u, Client: untrusted, Schedule: ms(0)},
 	)
-	waitFor(t, 5*time.Second, "both finished", func() bool {
+	testutil.WaitFor(t, "both finished", 5*time.Second, func() bool {
 		return store.get(ok).State != storage.StatePending && store.get(bad).State != storage.StatePending
 	})
 	if d := store.get(ok); d.State != storage.StateDelivered || got.Load() != "tls" {

@@ -84,7 +84,7 @@ func (d *Destination) Validate() error {
 	if err := CheckURL(d.URL, d.InsecureHTTP); err != nil {
 		return fmt.Errorf("destination %s: %w", d.DIN, err)
 	}
-	if _, err := ParseMethod(d.Method); err != nil && d.Method != "" {
+	if _, err := ParseMethod(d.Method); err != nil {
 		return fmt.Errorf("destination %s: %w", d.DIN, err)
 	}
 	if err := CheckItemCode(d.ItemCode); err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
@@ -27,7 +28,7 @@ func TestRetryAfterServerErrorThenDelivered(t *testing.T) {
 	obs := newRecorder()
 	run(t, store, Options{Observer: obs}, &Destination{DIN: "7", URL: srv.url(t, "/"), Schedule: ms(0, 20, 20, 20)})
 	// The observer hears last, after the store.
-	waitFor(t, 5*time.Second, "delivered", func() bool { return obs.fin(storage.StateDelivered) == 1 })
+	testutil.WaitFor(t, "delivered", 5*time.Second, func() bool { return obs.fin(storage.StateDelivered) == 1 })
 
 	d := store.get(id)
 	if len(d.Attempts) != 3 {
@@ -73,7 +74,7 @@ func TestExhaustedScheduleIsSpooled(t *testing.T) {
 	})
 	obs := newRecorder()
 	run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"), Schedule: ms(0, 5, 5), Spool: spool})
-	waitFor(t, 5*time.Second, "spooled", func() bool { return obs.fin(storage.StateSpooled) == 1 })
+	testutil.WaitFor(t, "spooled", 5*time.Second, func() bool { return obs.fin(storage.StateSpooled) == 1 })
 
 	d := store.get(id)
 	if want := "9|" + id + "|" + string(payload); got.Load() != want {
@@ -95,7 +96,7 @@ func TestSpoolErrorFailsAndKeepsPayload(t *testing.T) {
 		return "", errors.New("disk full for 12345678")
 	})
 	run(t, store, Options{}, &Destination{DIN: "9", URL: srv.url(t, "/"), Schedule: ms(0, 5), Spool: spool})
-	waitFor(t, 5*time.Second, "failed", func() bool { return store.get(id).State == storage.StateFailed })
+	testutil.WaitFor(t, "failed", 5*time.Second, func() bool { return store.get(id).State == storage.StateFailed })
 	d := store.get(id)
 	if !strings.HasPrefix(d.LastError, "spool: disk full") || strings.Contains(d.LastError, "12345678") {
 		t.Errorf("last error %q", d.LastError)
@@ -111,7 +112,7 @@ func TestNoSpoolerFails(t *testing.T) {
 	id := store.add("9", "", []byte("a=1"), time.Now(), 0)
 	obs := newRecorder()
 	run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"), Schedule: ms(0, 5)})
-	waitFor(t, 5*time.Second, "failed", func() bool { return obs.fin(storage.StateFailed) == 1 })
+	testutil.WaitFor(t, "failed", 5*time.Second, func() bool { return obs.fin(storage.StateFailed) == 1 })
 	d := store.get(id)
 	if len(d.Attempts) != 2 || !strings.Contains(d.LastError, "exhausted") || !store.hasPayload(id) {
 		t.Errorf("record %+v", d)
@@ -146,7 +147,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 			id := store.add("1", "", []byte("a=1"), time.Now(), 0)
 			run(t, store, Options{Jitter: -1, MaxRetryAfter: 10 * time.Minute},
 				&Destination{DIN: "1", URL: srv.url(t, "/"), Schedule: []time.Duration{0, 5 * time.Second, time.Second}})
-			waitFor(t, 5*time.Second, "first attempt", func() bool { return len(store.get(id).Attempts) == 1 })
+			testutil.WaitFor(t, "first attempt", 5*time.Second, func() bool { return len(store.get(id).Attempts) == 1 })
 			d := store.get(id)
 			wait := d.NextAttempt.Sub(d.Attempts[0].At)
 			if d.State != storage.StatePending || wait < c.min || wait > c.max {
@@ -175,7 +176,7 @@ func TestHangingDestinationDoesNotDelayAnother(t *testing.T) {
 		store.add("dead", "", []byte("a=1"), time.Now(), 0)
 	}
 	d.Notify("dead")
-	waitFor(t, 5*time.Second, "dead destination busy", func() bool { return len(hang.requests()) == 2 })
+	testutil.WaitFor(t, "dead destination busy", 5*time.Second, func() bool { return len(hang.requests()) == 2 })
 
 	// Notify is on the request path: it must return at once even while a
 	// destination hangs.
@@ -189,7 +190,7 @@ func TestHangingDestinationDoesNotDelayAnother(t *testing.T) {
 		t.Errorf("100 Notify calls took %s", el)
 	}
 	// Far below the dead destination's 20s timeout.
-	waitFor(t, 5*time.Second, "live deliveries", func() bool { return len(fast.requests()) == 50 })
+	testutil.WaitFor(t, "live deliveries", 5*time.Second, func() bool { return len(fast.requests()) == 50 })
 	if n := len(hang.requests()); n != 2 {
 		t.Errorf("dead destination got %d requests, want its concurrency 2", n)
 	}
@@ -210,7 +211,7 @@ func TestStopLeavesInFlightPendingAndEndsGoroutines(t *testing.T) {
 		{DIN: "2", URL: fine.url(t, "/"), Schedule: ms(0)}, // leaves an idle keep-alive connection
 	})
 	d.Start()
-	waitFor(t, 5*time.Second, "attempt in flight", func() bool {
+	testutil.WaitFor(t, "attempt in flight", 5*time.Second, func() bool {
 		return len(hang.requests()) == 1 && store.get(ok).State == storage.StateDelivered
 	})
 
@@ -240,7 +241,7 @@ func TestStopLeavesInFlightPendingAndEndsGoroutines(t *testing.T) {
 	}
 	// Every goroutine of the dispatcher, and of its connections, has ended
 	// (the servers were counted in the base).
-	waitFor(t, 5*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= base })
+	testutil.WaitFor(t, "goroutines to end", 5*time.Second, func() bool { return runtime.NumGoroutine() <= base })
 }
 
 func TestStopWaitsForInFlightAttempt(t *testing.T) {
@@ -251,7 +252,7 @@ func TestStopWaitsForInFlightAttempt(t *testing.T) {
 	store := newFakeStore()
 	id := store.add("1", "", []byte("a=1"), time.Now(), 0)
 	d := run(t, store, Options{}, &Destination{DIN: "1", URL: srv.url(t, "/"), Schedule: ms(0)})
-	waitFor(t, 5*time.Second, "attempt in flight", func() bool { return len(srv.requests()) == 1 })
+	testutil.WaitFor(t, "attempt in flight", 5*time.Second, func() bool { return len(srv.requests()) == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := d.Stop(ctx); err != nil {
@@ -269,7 +270,7 @@ func TestStartRetriesLeftoversWithAttemptNumber(t *testing.T) {
 	id := store.add("1", "", []byte("a=1"), time.Now().Add(-time.Hour), 2)
 	future := store.add("1", "", []byte("a=2"), time.Now().Add(time.Hour), 1)
 	run(t, store, Options{}, &Destination{DIN: "1", URL: srv.url(t, "/"), Schedule: ms(0, 0, 0, 0)})
-	waitFor(t, 5*time.Second, "delivered", func() bool { return store.get(id).State == storage.StateDelivered })
+	testutil.WaitFor(t, "delivered", 5*time.Second, func() bool { return store.get(id).State == storage.StateDelivered })
 	reqs := srv.requests()
 	if len(reqs) != 1 || reqs[0].Header.Get("X-Postback-Attempt") != "3" {
 		t.Fatalf("requests %+v", reqs)
@@ -286,7 +287,7 @@ func TestDrainPagesWithBoundedLimit(t *testing.T) {
 		store.add("1", "", []byte("n="+strconv.Itoa(i)), time.Now(), 0)
 	}
 	run(t, store, Options{}, &Destination{DIN: "1", URL: srv.url(t, "/"), Schedule: ms(0), Concurrency: 8})
-	waitFor(t, 20*time.Second, "all delivered", func() bool { return store.count(storage.StateDelivered) == 3000 })
+	testutil.WaitFor(t, "all delivered", 20*time.Second, func() bool { return store.count(storage.StateDelivered) == 3000 })
 	store.mu.Lock()
 	defer store.mu.Unlock()
 	if store.maxLimit > maxBatch+8 {
@@ -311,7 +312,7 @@ func TestImmediateRetriesNeverOverlap(t *testing.T) {
 		store.add("1", "", []byte("a=1"), time.Now(), 0)
 	}
 	run(t, store, Options{}, &Destination{DIN: "1", URL: srv.url(t, "/"), Schedule: ms(0, 0, 0, 0, 0, 0), Concurrency: 16})
-	waitFor(t, 10*time.Second, "all finished", func() bool { return store.count(storage.StatePending) == 0 })
+	testutil.WaitFor(t, "all finished", 10*time.Second, func() bool { return store.count(storage.StatePending) == 0 })
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if srv.overlaps != 0 {
@@ -329,11 +330,11 @@ func TestImmediateRetriesNeverOverlap(t *testing.T) {
 }
 
 func TestUnconfiguredDINWarnsOnceAndStaysPending(t *testing.T) {
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	srv := newSink(t, nil)
 	store := newFakeStore()
 	id := store.add("404", "", []byte("a=1"), time.Now(), 0)
-	d := run(t, store, Options{Logger: logs.logger()}, &Destination{DIN: "1", URL: srv.url(t, "/")})
+	d := run(t, store, Options{Logger: logs.Slog()}, &Destination{DIN: "1", URL: srv.url(t, "/")})
 	d.Notify("404")
 	d.Notify("404")
 	time.Sleep(50 * time.Millisecond)
@@ -345,7 +346,7 @@ func TestUnconfiguredDINWarnsOnceAndStaysPending(t *testing.T) {
 	}
 	// Configured later: delivered.
 	mustSet(t, d, []*Destination{{DIN: "1", URL: srv.url(t, "/")}, {DIN: "404", URL: srv.url(t, "/")}})
-	waitFor(t, 5*time.Second, "delivered", func() bool { return store.get(id).State == storage.StateDelivered })
+	testutil.WaitFor(t, "delivered", 5*time.Second, func() bool { return store.get(id).State == storage.StateDelivered })
 }
 
 func TestSetDestinationsSwapWhileWorking(t *testing.T) {
@@ -354,16 +355,16 @@ func TestSetDestinationsSwapWhileWorking(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	}
 	a1, a2, b := newSink(t, slow), newSink(t, slow), newSink(t, slow)
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	store := newFakeStore()
-	d := run(t, store, Options{Logger: logs.logger()},
+	d := run(t, store, Options{Logger: logs.Slog()},
 		&Destination{DIN: "A", URL: a1.url(t, "/one"), Schedule: ms(0), Concurrency: 2})
 
 	for range 300 {
 		store.add("A", "", []byte("a=1"), time.Now(), 0)
 	}
 	d.Notify("A")
-	waitFor(t, 5*time.Second, "work under way", func() bool { return len(a1.requests()) >= 5 })
+	testutil.WaitFor(t, "work under way", 5*time.Second, func() bool { return len(a1.requests()) >= 5 })
 
 	// Change A's URL and add B, mid-drain.
 	mustSet(t, d, []*Destination{
@@ -374,7 +375,7 @@ func TestSetDestinationsSwapWhileWorking(t *testing.T) {
 		store.add("B", "", []byte("b=1"), time.Now(), 0)
 	}
 	d.Notify("B")
-	waitFor(t, 10*time.Second, "A and B drained", func() bool { return store.count(storage.StateDelivered) == 320 })
+	testutil.WaitFor(t, "A and B drained", 10*time.Second, func() bool { return store.count(storage.StateDelivered) == 320 })
 	if len(a2.requests()) == 0 || len(b.requests()) != 20 || len(a1.requests())+len(a2.requests()) != 300 {
 		t.Errorf("a1 %d, a2 %d, b %d requests", len(a1.requests()), len(a2.requests()), len(b.requests()))
 	}
@@ -392,7 +393,7 @@ func TestSetDestinationsSwapWhileWorking(t *testing.T) {
 	}
 	// Back again: delivered to the new URL.
 	mustSet(t, d, []*Destination{{DIN: "A", URL: a1.url(t, "/three"), Schedule: ms(0)}})
-	waitFor(t, 5*time.Second, "late one delivered", func() bool { return store.get(late).State == storage.StateDelivered })
+	testutil.WaitFor(t, "late one delivered", 5*time.Second, func() bool { return store.get(late).State == storage.StateDelivered })
 	reqs := a1.requests()
 	if last := reqs[len(reqs)-1]; last.URL.Path != "/three" {
 		t.Errorf("re-added A posted to %s", last.URL.Path)
@@ -420,7 +421,7 @@ func TestStoreErrorsBackOff(t *testing.T) {
 	if calls > 3 {
 		t.Errorf("%d Due calls in 300ms while the store fails: no back-off", calls)
 	}
-	waitFor(t, 5*time.Second, "delivered after recovery", func() bool { return store.get(id).State == storage.StateDelivered })
+	testutil.WaitFor(t, "delivered after recovery", 5*time.Second, func() bool { return store.get(id).State == storage.StateDelivered })
 }
 
 func TestMissingPayloadFails(t *testing.T) {
@@ -431,20 +432,20 @@ func TestMissingPayloadFails(t *testing.T) {
 	delete(store.payloads, id)
 	store.mu.Unlock()
 	run(t, store, Options{}, &Destination{DIN: "1", URL: srv.url(t, "/")})
-	waitFor(t, 5*time.Second, "failed", func() bool { return store.get(id).State == storage.StateFailed })
+	testutil.WaitFor(t, "failed", 5*time.Second, func() bool { return store.get(id).State == storage.StateFailed })
 	if len(srv.requests()) != 0 {
 		t.Error("sent without payload")
 	}
 }
 
 func TestStartWarnsAboutPendingOfUnconfiguredDIN(t *testing.T) {
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	srv := newSink(t, nil)
 	store := newFakeStore()
 	store.add("orphan", "", []byte("a=1"), time.Now(), 0)
 	store.add("1", "", []byte("a=1"), time.Now(), 0)
-	run(t, store, Options{Logger: logs.logger()}, &Destination{DIN: "1", URL: srv.url(t, "/")})
-	waitFor(t, 5*time.Second, "configured one delivered", func() bool { return store.count(storage.StateDelivered) == 1 })
+	run(t, store, Options{Logger: logs.Slog()}, &Destination{DIN: "1", URL: srv.url(t, "/")})
+	testutil.WaitFor(t, "configured one delivered", 5*time.Second, func() bool { return store.count(storage.StateDelivered) == 1 })
 	if out := logs.String(); strings.Count(out, "not configured") != 1 || !strings.Contains(out, "din=orphan") {
 		t.Errorf("want one warning for orphan:\n%s", out)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
@@ -55,7 +56,7 @@ func TestEngineEnqueueDeliversEveryCopy(t *testing.T) {
 	if err != nil || len(recs) != 2 {
 		t.Fatalf("Enqueue = %d records, %v", len(recs), err)
 	}
-	waitFor(t, 10*time.Second, "both copies delivered", func() bool {
+	testutil.WaitFor(t, "both copies delivered", 10*time.Second, func() bool {
 		st, err := e.Stats()
 		return err == nil && st["A"].Delivered == 1 && st["B"].Delivered == 1
 	})
@@ -97,7 +98,7 @@ func TestEngineRetryWakesTheWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := recs[0].ID
-	waitFor(t, 10*time.Second, "the one attempt to fail", func() bool {
+	testutil.WaitFor(t, "the one attempt to fail", 10*time.Second, func() bool {
 		d, err := e.Get(id)
 		return err == nil && d.State == storage.StateFailed
 	})
@@ -105,7 +106,7 @@ func TestEngineRetryWakesTheWorker(t *testing.T) {
 	if _, err := e.Retry(id, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the retried delivery", func() bool {
+	testutil.WaitFor(t, "the retried delivery", 5*time.Second, func() bool {
 		d, err := e.Get(id)
 		return err == nil && d.State == storage.StateDelivered
 	})

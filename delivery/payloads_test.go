@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
@@ -87,7 +88,7 @@ func TestOfferedPayloadServesFirstAttempt(t *testing.T) {
 	d.Offer(offered, []byte("x=1"))
 	d.Start()
 	t.Cleanup(func() { _ = d.Stop(context.Background()) })
-	waitFor(t, 5*time.Second, "delivered", func() bool { return obs.fin(storage.StateDelivered) == 1 })
+	testutil.WaitFor(t, "delivered", 5*time.Second, func() bool { return obs.fin(storage.StateDelivered) == 1 })
 	store.mu.Lock()
 	reads := store.payloadReads
 	store.mu.Unlock()

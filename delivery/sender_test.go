@@ -3,13 +3,13 @@ package delivery
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
@@ -23,7 +23,7 @@ func TestPostSendsExactBytesContentTypeAndHeaders(t *testing.T) {
 		DIN: "1001", URL: srv.url(t, "/collect"), Method: "POST", ItemCode: "ABCD",
 		Schedule: ms(0), Header: http.Header{"X-Partner-Key": {"k1"}, "X-Postback-Id": {"spoofed"}},
 	})
-	waitFor(t, 5*time.Second, "delivered", func() bool { return store.get(id).State == storage.StateDelivered })
+	testutil.WaitFor(t, "delivered", 5*time.Second, func() bool { return store.get(id).State == storage.StateDelivered })
 
 	reqs := srv.requests()
 	if len(reqs) != 1 {
@@ -69,7 +69,7 @@ func TestGetAppendsPayloadToQuery(t *testing.T) {
 		&Destination{DIN: "1", URL: srv.url(t, "/in?src=edge&x=1"), Method: "get", Schedule: ms(0)},
 		&Destination{DIN: "2", URL: srv.url(t, "/in"), Method: "GET", Schedule: ms(0)},
 	)
-	waitFor(t, 5*time.Second, "both delivered", func() bool {
+	testutil.WaitFor(t, "both delivered", 5*time.Second, func() bool {
 		return store.count(storage.StateDelivered) == 2
 	})
 	byID := map[string]received{}
@@ -95,7 +95,7 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 	store := newFakeStore()
 	id := store.add("1", "", []byte("a=1"), time.Now(), 0)
 	run(t, store, Options{}, &Destination{DIN: "1", URL: srv.url(t, "/"), Schedule: ms(0)})
-	waitFor(t, 5*time.Second, "failed", func() bool { return store.get(id).State == storage.StateFailed })
+	testutil.WaitFor(t, "failed", 5*time.Second, func() bool { return store.get(id).State == storage.StateFailed })
 	if n := len(other.requests()); n != 0 {
 		t.Fatalf("redirect target got %d requests", n)
 	}
@@ -104,24 +104,13 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 	}
 }
 
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func TestErrorTextHasNoPayloadQueryOrUserinfo(t *testing.T) {
 	secrets := []string{"4111111111111111", "4111", "737", "QUERYSECRET", "s3cretpw", "alice", "token=", "cvv=", "ccnum"}
 	payload := "ccnum=4111111111111111&cvv=737&name=Zed"
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 
 	// Refused connection, GET: the URL holds payload, query and userinfo.
-	u, _ := url.Parse("http://alice:s3cretpw@" + closedPort(t) + "/p?token=QUERYSECRET")
+	u, _ := url.Parse("http://alice:s3cretpw@" + testutil.DeadAddr(t) + "/p?token=QUERYSECRET")
 	store := newFakeStore()
 	refused := store.add("1", "", []byte(payload), time.Now(), 0)
 
@@ -131,11 +120,11 @@ func TestErrorTextHasNoPayloadQueryOrUserinfo(t *testing.T) {
 	hu.User = url.UserPassword("alice", "s3cretpw")
 	timedOut := store.add("2", "", []byte(payload), time.Now(), 0)
 
-	run(t, store, Options{Logger: logs.logger()},
+	run(t, store, Options{Logger: logs.Slog()},
 		&Destination{DIN: "1", URL: u, Method: "GET", Schedule: ms(0)},
 		&Destination{DIN: "2", URL: hu, Schedule: ms(0), Timeout: 200 * time.Millisecond},
 	)
-	waitFor(t, 5*time.Second, "both failed", func() bool { return store.count(storage.StateFailed) == 2 })
+	testutil.WaitFor(t, "both failed", 5*time.Second, func() bool { return store.count(storage.StateFailed) == 2 })
 
 	for _, id := range []string{refused, timedOut} {
 		d := store.get(id)

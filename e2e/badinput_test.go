@@ -16,59 +16,35 @@ import (
 	"time"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // badInputConfig is the ITNS endpoint and the NATS gateway behind the edge,
 // with the server timeouts a merchant should set against slow clients.
 // Refusals are shaped by handle_errors as "<status> <reason>".
 func badInputConfig(storeDir, destURL, caFile, root, php string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	servers {
-		timeouts {
-			read_header 1s
-			read_body   2s
-		}
+	return caddyfile{
+		global: `servers {
+	timeouts {
+		read_header 1s
+		read_body 2s
 	}
-	postback {
-		storage_dir %s
-		destination 1001 {
-			url %s
-			ca_cert %s
-			retry_schedule 0s 200ms
-		}
+}`,
+		store: storeDir,
+		dests: []destination{{din: "1001", url: destURL, ca: caFile, opts: "retry_schedule 0s 200ms"}},
+		sites: []site{{port: port, root: root, body: itnsRoute("allow 127.0.0.1\nmax_body 1MiB", "", "1001", php) + `
+route /signup/process_gateway.php {
+	postback_filter {
+		allow 127.0.0.1
+		max_body 64KiB
 	}
+	secondary_post 1001
+	php_fastcgi ` + php + `
 }
-
-http://127.0.0.1:%d {
-	root * %s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-			max_body 1MiB
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-		}
-		secondary_post 1001
-		php_fastcgi %s
-	}
-	route /signup/process_gateway.php {
-		postback_filter {
-			allow 127.0.0.1
-			max_body 64KiB
-		}
-		secondary_post 1001
-		php_fastcgi %s
-	}
-	handle_errors {
-		respond "{err.status_code} {postback.deny_reason}" {err.status_code}
-	}
-}
-`, storeDir, destURL, caFile, port, root, php, php)
+handle_errors {
+	respond "{err.status_code} {postback.deny_reason}" {err.status_code}
+}`}},
+	}.String()
 }
 
 // rawExchange writes req on a new connection, optionally closes the write
@@ -328,7 +304,7 @@ func TestBadInputRefusedWithoutGrowth(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	edge := startCaddy(t, dir, badInputConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
 		"E2E_ITNS_SECRET="+itnsSecret)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -373,7 +349,7 @@ func TestBadInputRefusedWithoutGrowth(t *testing.T) {
 		t.Errorf("the edge logged a panic:\n%s", edge.logs.String())
 	}
 	// Only the genuine requests were copied.
-	waitUntil(t, "the genuine requests at DIN 1001", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the genuine requests at DIN 1001", 30*time.Second, func() bool {
 		_, total := dest.received()
 		return total >= genuine
 	})
@@ -394,7 +370,7 @@ func TestBadInputTenThousandSignedFieldsRefused(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	startCaddy(t, dir, badInputConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
 		"E2E_ITNS_SECRET="+itnsSecret)
 

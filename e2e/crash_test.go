@@ -7,31 +7,21 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // edgeConfig is an edge that copies /post to DIN 1001 at dest.
 func edgeConfig(storeDir, dest, caFile string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %s
-		destination 1001 {
-			url %s
-			ca_cert %s
-			timeout 5s
-			retry_schedule 0s 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms
-		}
-	}
-}
-http://127.0.0.1:%d {
-	route /post {
-		secondary_post 1001
-		respond "OK"
-	}
-}
-`, storeDir, dest, caFile, port)
+	return caddyfile{
+		store: storeDir,
+		dests: []destination{{din: "1001", url: dest, ca: caFile, opts: `timeout 5s
+retry_schedule 0s 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms`}},
+		sites: []site{{port: port, body: `route /post {
+	secondary_post 1001
+	respond "OK"
+}`}},
+	}.String()
 }
 
 func postNotification(client *http.Client, port, i int) (string, error) {
@@ -61,8 +51,8 @@ func TestCrashWhileDestinationDownLosesNothing(t *testing.T) {
 		t.Skip("end-to-end crash test")
 	}
 	dir := t.TempDir()
-	destPort, edgePort := freePort(t), freePort(t)
-	caFile := httptestCA(t, dir)
+	destPort, edgePort := testutil.FreePort(t), testutil.FreePort(t)
+	caFile := testutil.HTTPTestCA(t, dir)
 	cfg := edgeConfig(dir+"/store", fmt.Sprintf("https://127.0.0.1:%d/collect", destPort), caFile, edgePort)
 
 	edge := startCaddy(t, dir, cfg)
@@ -80,7 +70,7 @@ func TestCrashWhileDestinationDownLosesNothing(t *testing.T) {
 
 	dest := newSink(t, dir, destPort)
 	startCaddy(t, dir, cfg)
-	waitUntil(t, "every accepted notification at the destination", 60*time.Second, func() bool {
+	testutil.WaitFor(t, "every accepted notification at the destination", 60*time.Second, func() bool {
 		bodies, _ := dest.received()
 		for b := range accepted {
 			if bodies[b] == 0 {

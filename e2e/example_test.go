@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // TestMakeRunDemo runs the demo exactly as `make run` does (scripts/run-demo.sh
@@ -21,14 +23,11 @@ func TestMakeRunDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end demo")
 	}
-	requireTool(t, "php-cgi")
+	testutil.NeedTool(t, "php-cgi")
 	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:9123", "127.0.0.1:2019"} {
 		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
 			c.Close()
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is in use; the demo needs it", addr)
-			}
-			t.Skipf("%s is in use (a `make run` of yours?); the demo needs it", addr)
+			testutil.SkipOrFail(t, "%s is in use (a `make run` of yours?); the demo needs it", addr)
 		}
 	}
 	runDir := t.TempDir()
@@ -40,7 +39,7 @@ func TestMakeRunDemo(t *testing.T) {
 		"XDG_DATA_HOME="+filepath.Join(runDir, "data"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // caddy goes with it; the script stops php-cgi
 	cmd.WaitDelay = 5 * time.Second                       // php-cgi may hold the output pipe a moment
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -57,17 +56,21 @@ func TestMakeRunDemo(t *testing.T) {
 		}
 	})
 	client := &http.Client{Timeout: 10 * time.Second}
-	for deadline := time.Now().Add(2 * time.Minute); ; {
+	started := false
+	defer func() {
+		if !started {
+			t.Logf("demo log:\n%s", logs)
+		}
+	}()
+	testutil.WaitFor(t, "the demo to start (its admin API to answer)", 2*time.Minute, func() bool {
 		resp, err := client.Get("http://127.0.0.1:2019/config/")
-		if err == nil {
-			resp.Body.Close()
-			break
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the demo did not start:\n%s", logs)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return true
+	})
+	started = true
 
 	signed := strings.TrimSpace(string(runCLI(t, "postback", "sign", "--secret", "demo-secret", "transaction=SALE",
 		"prodid=1707", "custemail=anna@example.com", "custfullname=Anna Muster", fmt.Sprintf("transtime=%d", time.Now().Unix()))))
@@ -97,7 +100,7 @@ func TestMakeRunDemo(t *testing.T) {
 	}
 	// Both accepted posts reach the demo's HTTPS destination (sink.php).
 	sinkLog := filepath.Join(runDir, "legacy-data", "sink.log")
-	waitUntil(t, "two copies at DIN 1001", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "two copies at DIN 1001", 20*time.Second, func() bool {
 		b, err := os.ReadFile(sinkLog)
 		return err == nil && strings.Count(string(b), `"din":"1001"`) == 2
 	})

@@ -2,18 +2,9 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"io/fs"
-	"log"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,67 +13,23 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// wrongNamePKI makes a CA (written to dir as PEM, for ca_cert) and a
-// server certificate it signed for partner.example only: trusted, but not
-// for 127.0.0.1.
-func wrongNamePKI(t testing.TB, dir string) (caFile string, leaf tls.Certificate) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e partner CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "partner.example"},
-		DNSNames:  []string{"partner.example"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile = filepath.Join(dir, "partner-ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return caFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
+	"github.com/postbackedge/caddy-postback/internal/testutil"
+)
 
 // countingTLS is an HTTPS server that counts the requests that reached its
 // handler, which runs handle.
-func countingTLS(t testing.TB, cert *tls.Certificate, handle func(w http.ResponseWriter, r *http.Request)) (*httptest.Server, *atomic.Int64) {
+func countingTLS(t testing.TB, o testutil.TLSOptions, handle func(w http.ResponseWriter, r *http.Request)) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
 	n := new(atomic.Int64)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Handshakes the edge refuses are the point; keep them out of the output.
+	o.Quiet = true
+	srv := testutil.NewTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
 		_, _ = io.Copy(io.Discard, r.Body)
 		handle(w, r)
-	}))
-	// Handshakes the edge refuses are the point; keep them out of the output.
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	if cert != nil {
-		srv.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
-	}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv, n
+	}), o)
+	return srv.Server, n
 }
 
 // faultsConfig: /itns.php copies to dins; DIN 2000 is healthy, 2001 hangs,
@@ -98,78 +45,29 @@ type faultsSetup struct {
 }
 
 func faultsConfig(s faultsSetup, dins string) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %[1]s
-		encryption_key {env.E2E_DB_KEY}
-		destination 2000 {
-			url %[6]s
-			ca_cert %[12]s
-			retry_schedule 0s 200ms 500ms
-		}
-		destination 2001 {
-			url %[7]s
-			ca_cert %[12]s
-			timeout 2s
-			concurrency 64
-			retry_schedule 0s 100ms
-		}
-		destination 2002 {
-			url %[8]s
-			ca_cert %[12]s
-			retry_schedule 0s 300ms 600ms 1s 1s 1s 1s 1s 1s
-		}
-		destination 2003 {
-			url %[9]s
-			retry_schedule 0s 100ms 100ms
-			breaker 10 1s
-		}
-		destination 2004 {
-			url %[10]s
-			ca_cert %[12]s
-			timeout 2s
-			retry_schedule 0s 100ms 100ms
-			# Probes at most 1 s apart (here and for 2003, 2005): the
-			# deliveries an open circuit holds end (spooled, failed) once a
-			# probe failed after them, within the test's time.
-			breaker 10 1s
-			pgp_key %[4]s
-			spool_dir %[5]s
-		}
-		destination 2005 {
-			url %[11]s
-			ca_cert %[13]s
-			retry_schedule 0s 100ms 100ms
-			breaker 10 1s
-		}
-	}
-}
-
-http://127.0.0.1:%[14]d {
-	root * %[2]s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-		}
-		secondary_post %[16]s
-		php_fastcgi %[3]s
-	}
-}
-
-http://127.0.0.1:%[15]d {
-	root * %[2]s
-	php_fastcgi %[3]s
-}
-`, s.store, s.root, s.php, s.pgpKey, s.spool,
-		s.healthy, s.hang, s.flaky, s.badCA, s.down, s.wn, s.sinkCA, s.wnCA,
-		s.edgePort, s.plainPort, dins)
+	return caddyfile{
+		store:    s.store,
+		postback: "encryption_key {env.E2E_DB_KEY}",
+		dests: []destination{
+			{din: "2000", url: s.healthy, ca: s.sinkCA, opts: "retry_schedule 0s 200ms 500ms"},
+			{din: "2001", url: s.hang, ca: s.sinkCA, opts: "timeout 2s\nconcurrency 64\nretry_schedule 0s 100ms"},
+			{din: "2002", url: s.flaky, ca: s.sinkCA, opts: "retry_schedule 0s 300ms 600ms 1s 1s 1s 1s 1s 1s"},
+			{din: "2003", url: s.badCA, opts: "retry_schedule 0s 100ms 100ms\nbreaker 10 1s"},
+			{din: "2004", url: s.down, ca: s.sinkCA, opts: `timeout 2s
+retry_schedule 0s 100ms 100ms
+# Probes at most 1 s apart (here and for 2003, 2005): the
+# deliveries an open circuit holds end (spooled, failed) once a
+# probe failed after them, within the test's time.
+breaker 10 1s
+pgp_key ` + s.pgpKey + `
+spool_dir ` + s.spool},
+			{din: "2005", url: s.wn, ca: s.wnCA, opts: "retry_schedule 0s 100ms 100ms\nbreaker 10 1s"},
+		},
+		sites: []site{
+			{port: s.edgePort, root: s.root, body: itnsRoute("allow 127.0.0.1", "", dins, s.php)},
+			{port: s.plainPort, root: s.root, body: "php_fastcgi " + s.php},
+		},
+	}.String()
 }
 
 // phaseResult is one measured phase.
@@ -236,7 +134,7 @@ func TestFaultyDestinationsDoNotSlowTheEdge(t *testing.T) {
 
 	healthy := newSink(t, dir, 0)
 	release := make(chan struct{})
-	hang, hangN := countingTLS(t, nil, func(w http.ResponseWriter, r *http.Request) {
+	hang, hangN := countingTLS(t, testutil.TLSOptions{}, func(w http.ResponseWriter, r *http.Request) {
 		select { // no answer until the edge gives up (or the test ends)
 		case <-r.Context().Done():
 		case <-release:
@@ -254,17 +152,19 @@ func TestFaultyDestinationsDoNotSlowTheEdge(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	badCA, badCAN := countingTLS(t, nil, func(http.ResponseWriter, *http.Request) {})
-	wnCA, wnCert := wrongNamePKI(t, dir)
-	wrongName, wrongNameN := countingTLS(t, &wnCert, func(http.ResponseWriter, *http.Request) {})
+	badCA, badCAN := countingTLS(t, testutil.TLSOptions{}, func(http.ResponseWriter, *http.Request) {})
+	// A certificate of a CA the edge trusts (ca_cert), for partner.example
+	// only: trusted, but not for 127.0.0.1.
+	wnCA := testutil.NewCA(t, dir)
+	wrongName, wrongNameN := countingTLS(t, testutil.TLSOptions{CA: wnCA, Names: []string{"partner.example"}}, func(http.ResponseWriter, *http.Request) {})
 
 	s := faultsSetup{
 		store: dir + "/store", root: legacyRoot(t), php: php.addr,
 		pgpKey: partner.pubKey, spool: dir + "/spool/2004",
 		healthy: healthy.srv.URL + "/collect", hang: hang.URL + "/collect", flaky: flaky.srv.URL + "/collect",
-		badCA: badCA.URL + "/collect", down: fmt.Sprintf("https://127.0.0.1:%d/collect", freePort(t)),
-		wn: wrongName.URL + "/collect", sinkCA: healthy.caFile, wnCA: wnCA,
-		edgePort: freePort(t), plainPort: freePort(t),
+		badCA: badCA.URL + "/collect", down: fmt.Sprintf("https://127.0.0.1:%d/collect", testutil.FreePort(t)),
+		wn: wrongName.URL + "/collect", sinkCA: healthy.caFile, wnCA: wnCA.File,
+		edgePort: testutil.FreePort(t), plainPort: testutil.FreePort(t),
 	}
 	env := []string{"E2E_ITNS_SECRET=" + itnsSecret, "E2E_DB_KEY=" + e2eDBKey}
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -274,7 +174,7 @@ func TestFaultyDestinationsDoNotSlowTheEdge(t *testing.T) {
 	edge := startCaddy(t, dir, faultsConfig(s, "2000"), env...)
 	measure(t, client, s, "WARMUP", 20)
 	base := measure(t, client, s, "BASE", n)
-	waitUntil(t, "phase 1 at DIN 2000", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "phase 1 at DIN 2000", 30*time.Second, func() bool {
 		b, _ := healthy.received()
 		for body := range base.sentAt {
 			if b[body] == 0 {
@@ -296,28 +196,33 @@ func TestFaultyDestinationsDoNotSlowTheEdge(t *testing.T) {
 		`caddy_postback_failed_total{din="2001"}`, `caddy_postback_failed_total{din="2003"}`,
 		`caddy_postback_failed_total{din="2005"}`, `caddy_postback_spooled_total{din="2004"}`,
 	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		m := edge.metrics(t)
-		var short []string
+	var m map[string]float64
+	var short []string
+	final := false
+	defer func() {
+		if final {
+			return
+		}
+		var depth []string
+		for k, v := range m {
+			if strings.HasPrefix(k, "caddy_postback_queue_depth") || strings.HasPrefix(k, "caddy_postback_delivery_attempts_total") {
+				depth = append(depth, fmt.Sprintf("%s = %v", k, v))
+			}
+		}
+		t.Logf("phase 2 deliveries not final (want %v each): %s\n%s\nedge log:\n%s",
+			want, strings.Join(short, ", "), strings.Join(depth, "\n"), grepLines(edge.logs.String(), "level\":\"warn", "level\":\"error"))
+	}()
+	testutil.WaitFor(t, "phase 2 deliveries to be final", 60*time.Second, func() bool {
+		m = edge.metrics(t)
+		short = nil
 		for _, series := range finalStates {
 			if m[series] != want {
 				short = append(short, fmt.Sprintf("%s = %v", series, m[series]))
 			}
 		}
-		if len(short) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			var depth []string
-			for k, v := range m {
-				if strings.HasPrefix(k, "caddy_postback_queue_depth") || strings.HasPrefix(k, "caddy_postback_delivery_attempts_total") {
-					depth = append(depth, fmt.Sprintf("%s = %v", k, v))
-				}
-			}
-			t.Fatalf("after 60s, phase 2 deliveries not final (want %v each): %s\n%s\nedge log:\n%s",
-				want, strings.Join(short, ", "), strings.Join(depth, "\n"), grepLines(edge.logs.String(), "level\":\"warn", "level\":\"error"))
-		}
-	}
+		return len(short) == 0
+	})
+	final = true
 
 	// The request path: same order of magnitude as without the faults, and
 	// never as slow as the hanging destination's 2s timeout.
@@ -410,7 +315,7 @@ func TestFaultyDestinationsDoNotSlowTheEdge(t *testing.T) {
 	if len(files) != n+warm {
 		t.Errorf("spool has %d files, want %d", len(files), n+warm)
 	}
-	partner.run(t, nil, append([]string{"--batch", "--quiet", "--yes", "--decrypt-files"}, files...)...)
+	partner.MustRun(t, nil, append([]string{"--quiet", "--yes", "--decrypt-files"}, files...)...)
 	plain := map[string]bool{}
 	for _, f := range files {
 		b, err := os.ReadFile(strings.TrimSuffix(f, ".asc"))
@@ -420,7 +325,7 @@ func TestFaultyDestinationsDoNotSlowTheEdge(t *testing.T) {
 		plain[string(b)] = true
 	}
 	if len(files) > 0 { // one by one, as the partner's pickup script would
-		if got := partner.decrypt(t, files[0]); !plain[got] {
+		if got, _ := partner.Decrypt(t, files[0]); !plain[string(got)] {
 			t.Errorf("gpg --decrypt of %s: %q", filepath.Base(files[0]), got)
 		}
 	}

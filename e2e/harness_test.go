@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // caddyBin is the binary under test: $CADDY_BIN, or built once by TestMain.
@@ -47,41 +45,12 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and a test reading it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // caddyProc is one running caddy process.
 type caddyProc struct {
 	t         testing.TB
 	cmd       *exec.Cmd
 	adminPort int
-	logs      *syncBuffer
+	logs      *testutil.LogBuffer
 	done      chan error
 }
 
@@ -89,10 +58,9 @@ type caddyProc struct {
 // to dir and runs the binary on it, waiting until the admin API answers.
 func startCaddy(t testing.TB, dir, caddyfile string, env ...string) *caddyProc {
 	t.Helper()
-	p := &caddyProc{t: t, adminPort: freePort(t), logs: &syncBuffer{}, done: make(chan error, 1)}
-	cfg := strings.ReplaceAll(caddyfile, "{admin}", fmt.Sprintf("127.0.0.1:%d", p.adminPort))
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	p := &caddyProc{t: t, adminPort: testutil.FreePort(t), logs: &testutil.LogBuffer{}, done: make(chan error, 1)}
+	path, err := p.writeConfig(dir, caddyfile)
+	if err != nil {
 		t.Fatal(err)
 	}
 	p.cmd = exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
@@ -105,23 +73,36 @@ func startCaddy(t testing.TB, dir, caddyfile string, env ...string) *caddyProc {
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() { p.stop() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/config/", p.adminPort))
+	shown := false // the log: the admin API answered, or a failure showed it
+	defer func() {
+		if !shown {
+			t.Logf("caddy log:\n%s", p.logs.String())
+		}
+	}()
+	testutil.WaitFor(t, "caddy to start (its admin API to answer)", 30*time.Second, func() bool {
+		resp, err := http.Get(p.adminURL("/config/"))
 		if err == nil {
 			resp.Body.Close()
-			return p
+			return true
 		}
 		select {
 		case err := <-p.done:
+			shown = true
 			t.Fatalf("caddy exited at start: %v\n%s", err, p.logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy did not start within 30s:\n%s", p.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false
+	})
+	shown = true
+	return p
+}
+
+// writeConfig writes caddyfile, with {admin} replaced by p's admin address,
+// to dir/Caddyfile and returns that path.
+func (p *caddyProc) writeConfig(dir, caddyfile string) (string, error) {
+	cfg := strings.ReplaceAll(caddyfile, "{admin}", fmt.Sprintf("127.0.0.1:%d", p.adminPort))
+	path := filepath.Join(dir, "Caddyfile")
+	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }
 
 // kill9 ends the process at once, as a crash or the OOM killer would.
@@ -184,7 +165,7 @@ func newSink(t testing.TB, dir string, port int) *sink {
 func newSinkFunc(t testing.TB, dir string, port int, respond func(r *http.Request) int) *sink {
 	t.Helper()
 	s := &sink{bodies: map[string][]string{}}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := testutil.NewTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		status := http.StatusOK
 		if respond != nil {
@@ -203,33 +184,9 @@ func newSinkFunc(t testing.TB, dir string, port int, respond func(r *http.Reques
 		})
 		s.mu.Unlock()
 		w.WriteHeader(status)
-	}))
-	if port != 0 {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.srv.Listener.Close()
-		s.srv.Listener = l
-	}
-	s.srv.StartTLS()
-	t.Cleanup(s.srv.Close)
-	s.caFile = httptestCA(t, dir)
+	}), testutil.TLSOptions{Dir: dir, Port: port})
+	s.srv, s.caFile = srv.Server, srv.CAFile
 	return s
-}
-
-// httptestCA writes the certificate that every httptest TLS server uses
-// (valid for 127.0.0.1) as a ca_cert file, so a config can trust a sink that
-// is not started yet.
-func httptestCA(t testing.TB, dir string) string {
-	t.Helper()
-	srv := httptest.NewTLSServer(http.NotFoundHandler())
-	defer srv.Close()
-	path := filepath.Join(dir, "httptest-ca.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // requests returns a copy of every request received so far.
@@ -250,17 +207,4 @@ func (s *sink) received() (bodies map[string]int, total int) {
 		}
 	}
 	return bodies, s.total
-}
-
-func waitUntil(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // e2eDBKey is the store's encryption key in the tests that set one (32
@@ -26,37 +27,13 @@ var e2eDBKey = hex.EncodeToString([]byte("caddy-postback e2e key 32 bytes!"))
 // loadConfig is itns.php behind the full edge (filter, signature, age,
 // secondary_post to DIN 1001), with the store encrypted at rest.
 func loadConfig(storeDir, destURL, caFile, root, php string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %s
-		encryption_key {env.E2E_DB_KEY}
-		destination 1001 {
-			url %s
-			ca_cert %s
-			timeout 5s
-			retry_schedule 0s 100ms 200ms 500ms 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s
-		}
-	}
-}
-
-http://127.0.0.1:%d {
-	root * %s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-		}
-		secondary_post 1001
-		php_fastcgi %s
-	}
-}
-`, storeDir, destURL, caFile, port, root, php)
+	return caddyfile{
+		store:    storeDir,
+		postback: "encryption_key {env.E2E_DB_KEY}",
+		dests: []destination{{din: "1001", url: destURL, ca: caFile,
+			opts: "timeout 5s\nretry_schedule 0s 100ms 200ms 500ms 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s"}},
+		sites: []site{{port: port, root: root, body: itnsRoute("allow 127.0.0.1", "", "1001", php)}},
+	}.String()
 }
 
 // loadSender posts signed notifications, each with its own tranreceipt,
@@ -160,7 +137,7 @@ func TestLoadCrashKill9LosesNothing(t *testing.T) {
 	}
 	php := startPHP(t)
 	dir := t.TempDir()
-	destPort, edgePort := freePort(t), freePort(t)
+	destPort, edgePort := testutil.FreePort(t), testutil.FreePort(t)
 	dest := newSink(t, dir, destPort)
 	cfg := loadConfig(dir+"/store", fmt.Sprintf("https://127.0.0.1:%d/collect", destPort), dest.caFile, legacyRoot(t), php.addr, edgePort)
 	env := []string{"E2E_ITNS_SECRET=" + itnsSecret, "E2E_DB_KEY=" + e2eDBKey}
@@ -220,7 +197,7 @@ func TestLoadCrashKill9LosesNothing(t *testing.T) {
 
 	// Drain: every accepted notification at the destination.
 	drainStart := time.Now()
-	waitUntil(t, "every accepted notification at DIN 1001", 2*time.Minute, func() bool {
+	testutil.WaitFor(t, "every accepted notification at DIN 1001", 2*time.Minute, func() bool {
 		bodies, _ := dest.received()
 		for b := range sender.accepted {
 			if bodies[b] == 0 {
@@ -231,7 +208,7 @@ func TestLoadCrashKill9LosesNothing(t *testing.T) {
 	})
 	// Drained: nothing left pending in the store of the last edge.
 	last := procs[len(procs)-1]
-	waitUntil(t, "queue depth of DIN 1001 at 0", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "queue depth of DIN 1001 at 0", 30*time.Second, func() bool {
 		v, ok := last.metrics(t)[`caddy_postback_queue_depth{din="1001"}`]
 		return ok && v == 0
 	})

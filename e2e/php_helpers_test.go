@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,27 +22,8 @@ import (
 	"time"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
-
-// requireTool finds a program the end-to-end tests need. Outside CI a
-// missing tool skips the test; with CI=true it fails it, so that CI can never
-// pass by skipping what it is meant to prove.
-func requireTool(t testing.TB, name string, paths ...string) string {
-	t.Helper()
-	for _, p := range paths {
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found, and CI=true: install it (.ci/run does)", name)
-	}
-	t.Skipf("%s not found; install it to run this test", name)
-	return ""
-}
 
 // legacyRoot is the absolute path of the sample legacy scripts.
 func legacyRoot(t testing.TB) string {
@@ -64,18 +44,18 @@ type phpServer struct {
 	addr    string
 	dataDir string
 	cmd     *exec.Cmd
-	logs    *syncBuffer
+	logs    *testutil.LogBuffer
 }
 
 // startPHP runs `php-cgi -b 127.0.0.1:<port>` with four children until the
 // test ends.
 func startPHP(t testing.TB) *phpServer {
 	t.Helper()
-	bin := requireTool(t, "php-cgi")
+	bin := testutil.NeedTool(t, "php-cgi")
 	p := &phpServer{
-		addr:    fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		addr:    fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
 		dataDir: t.TempDir(),
-		logs:    &syncBuffer{},
+		logs:    &testutil.LogBuffer{},
 	}
 	p.cmd = exec.Command(bin, "-b", p.addr)
 	p.cmd.Env = append(os.Environ(), "PHP_FCGI_CHILDREN=4", "PHP_FCGI_MAX_REQUESTS=0", "LEGACY_DATA_DIR="+p.dataDir)
@@ -99,23 +79,28 @@ func startPHP(t testing.TB) *phpServer {
 		// Children that outlived the parent.
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	shown := false // the log: php-cgi listens, or a failure showed it
+	defer func() {
+		if !shown {
+			t.Logf("php-cgi log:\n%s", p.logs.String())
+		}
+	}()
+	testutil.WaitFor(t, "php-cgi to listen on "+p.addr, 10*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", p.addr, time.Second)
 		if err == nil {
 			c.Close()
-			return p
+			return true
 		}
 		select {
 		case <-done:
+			shown = true
 			t.Fatalf("php-cgi exited at start:\n%s", p.logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("php-cgi did not listen on %s within 10s:\n%s", p.addr, p.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
+	shown = true
+	return p
 }
 
 // records returns the lines script has logged, one per call.
@@ -281,10 +266,10 @@ func requireSecondLoopback(t testing.TB) {
 			return
 		}
 	}
-	if runtime.GOOS == "linux" || os.Getenv("CI") == "true" {
+	if runtime.GOOS == "linux" {
 		t.Fatalf("cannot dial from 127.0.0.2: %v", err)
 	}
-	t.Skipf("cannot dial from 127.0.0.2 here: %v", err)
+	testutil.SkipOrFail(t, "cannot dial from 127.0.0.2 here: %v", err)
 }
 
 // metrics reads the Prometheus text exposition of the admin /metrics
@@ -333,18 +318,8 @@ func (p *caddyProc) pid() int { return p.cmd.Process.Pid }
 // Caddyfile, as an operator does.
 func (p *caddyProc) reload(t testing.TB, dir, caddyfile string) {
 	t.Helper()
-	cfg := strings.ReplaceAll(caddyfile, "{admin}", fmt.Sprintf("127.0.0.1:%d", p.adminPort))
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(caddyBin, "reload", "--config", path, "--adapter", "caddyfile",
-		"--address", fmt.Sprintf("127.0.0.1:%d", p.adminPort))
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("caddy reload: %v\n%s\nserver log:\n%s", err, out, p.logs.String())
+	if err := reloadErr(p, dir, caddyfile); err != nil {
+		t.Fatalf("caddy reload: %v\nserver log:\n%s", err, p.logs.String())
 	}
 }
 
@@ -370,10 +345,9 @@ func (l latencies) String() string {
 		ms(l.percentile(50)), ms(l.percentile(90)), ms(l.percentile(99)), ms(l.percentile(100)))
 }
 
-// gpgPartner is a partner's key pair in a throw-away GNUPGHOME.
+// gpgPartner is a partner's key pair in a throw-away GnuPG home.
 type gpgPartner struct {
-	gpg    string
-	home   string
+	*testutil.GPG
 	pubKey string // ASCII-armored public key file, for pgp_key
 }
 
@@ -381,58 +355,9 @@ type gpgPartner struct {
 // public key, as the partner would before handing it over.
 func newGPGPartner(t testing.TB) *gpgPartner {
 	t.Helper()
-	bin := requireTool(t, "gpg", "/usr/bin/gpg")
-	// A short path: gpg-agent's socket path has a length limit.
-	home, err := os.MkdirTemp("", "e2e-gpg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(home, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	g := &gpgPartner{gpg: bin, home: home, pubKey: filepath.Join(t.TempDir(), "partner.asc")}
-	t.Cleanup(func() {
-		// Stop the agent this home started, then remove it.
-		if conf, err := exec.LookPath("gpgconf"); err == nil {
-			c := exec.Command(conf, "--kill", "gpg-agent")
-			c.Env = append(os.Environ(), "GNUPGHOME="+home)
-			_ = c.Run()
-		}
-		os.RemoveAll(home)
-	})
-	g.run(t, nil, "--batch", "--passphrase", "", "--quick-gen-key", "Partner <p@example.com>", "rsa3072", "encrypt", "never")
-	pub := g.run(t, nil, "--batch", "--armor", "--export", "p@example.com")
-	if !bytes.Contains(pub, []byte("BEGIN PGP PUBLIC KEY BLOCK")) {
-		t.Fatalf("gpg export: no armored key:\n%s", pub)
-	}
-	if err := os.WriteFile(g.pubKey, pub, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return g
-}
-
-func (g *gpgPartner) run(t testing.TB, stdin []byte, args ...string) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, g.gpg, append([]string{"--homedir", g.home}, args...)...)
-	cmd.Env = append(os.Environ(), "GNUPGHOME="+g.home)
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("gpg %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out
-}
-
-// decrypt reads a spool file with `gpg --batch --decrypt`.
-func (g *gpgPartner) decrypt(t testing.TB, path string) string {
-	t.Helper()
-	return string(g.run(t, nil, "--batch", "--quiet", "--decrypt", path))
+	g := testutil.NewGPG(t)
+	g.GenKey(t, "Partner <p@example.com>", "rsa3072", "encrypt", "never")
+	return &gpgPartner{GPG: g, pubKey: g.PublicKeyFile(t, "p@example.com")}
 }
 
 // figures logs one E2E-FIGURES line, the format the lead collects.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // itnsShopsConfig is a merchant with two shops in front of the unchanged
@@ -18,60 +19,21 @@ import (
 // refusals shaped by handle_errors) on port cbPort. Both copy every
 // accepted notification to DIN 1001 over HTTPS.
 func itnsShopsConfig(storeDir, destURL, caFile, root, php string, affPort, cbPort int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %[1]s
-		destination 1001 {
-			url %[2]s
-			ca_cert %[3]s
-			item_code ITNS
-			timeout 5s
-			retry_schedule 0s 200ms 500ms 1s 2s
-		}
-	}
-}
-
-http://127.0.0.1:%[6]d {
-	root * %[4]s
-	route /itns.php {
-		postback_filter {
-			methods POST
-			allow 127.0.0.1 ::1
-			deny_body "DENIED {postback.deny_reason}\n"
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-			deny_body "INVALID {postback.deny_reason}\n"
-		}
-		secondary_post 1001
-		php_fastcgi %[5]s
-	}
-	respond "not found" 404
-}
-
-http://127.0.0.1:%[7]d {
-	root * %[4]s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1 ::1
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			prefix c
-			max_age 15m
-		}
-		secondary_post 1001
-		php_fastcgi %[5]s
-	}
-	handle_errors {
-		respond "refused: {postback.deny_reason}" {err.status_code}
-	}
-}
-`, storeDir, destURL, caFile, root, php, affPort, cbPort)
+	return caddyfile{
+		store: storeDir,
+		dests: []destination{{din: "1001", url: destURL, ca: caFile,
+			opts: "item_code ITNS\ntimeout 5s\nretry_schedule 0s 200ms 500ms 1s 2s"}},
+		sites: []site{
+			{port: affPort, root: root, body: itnsRoute(`methods POST
+allow 127.0.0.1 ::1
+deny_body "DENIED {postback.deny_reason}\n"`, `deny_body "INVALID {postback.deny_reason}\n"`, "1001", php) + `
+respond "not found" 404`},
+			{port: cbPort, root: root, body: itnsRoute("allow 127.0.0.1 ::1", "prefix c", "1001", php) + `
+handle_errors {
+	respond "refused: {postback.deny_reason}" {err.status_code}
+}`},
+		},
+	}.String()
 }
 
 // Signed ITNS notifications, without a prefix (AffiliCon) and with prefix c
@@ -84,7 +46,7 @@ func TestPHPITNSSignedAndRefused(t *testing.T) {
 	requireSecondLoopback(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	affPort, cbPort := freePort(t), freePort(t)
+	affPort, cbPort := testutil.FreePort(t), testutil.FreePort(t)
 	cfg := itnsShopsConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, affPort, cbPort)
 	startCaddy(t, dir, cfg, "E2E_ITNS_SECRET="+itnsSecret)
 
@@ -200,7 +162,7 @@ func TestPHPITNSSignedAndRefused(t *testing.T) {
 
 	// The destination gets the accepted notifications, byte for byte, and
 	// nothing else.
-	waitUntil(t, "the accepted notifications at DIN 1001", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the accepted notifications at DIN 1001", 30*time.Second, func() bool {
 		bodies, _ := dest.received()
 		for b := range accepted {
 			if bodies[b] == 0 {
@@ -230,39 +192,25 @@ func TestPHPITNSSignedAndRefused(t *testing.T) {
 // docs/postback_filter.md shows: only 127.0.0.1 is a listed NATS sender, and
 // a refusal answers in the gateway's own words.
 func natsGatewayConfig(storeDir, destURL, caFile, root, php string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %s
-		destination 1001 {
-			url %s
-			ca_cert %s
-			retry_schedule 0s 200ms 500ms
-		}
+	return caddyfile{
+		store: storeDir,
+		dests: []destination{{din: "1001", url: destURL, ca: caFile, opts: "retry_schedule 0s 200ms 500ms"}},
+		sites: []site{{port: port, root: root, body: `route /signup/process_gateway.php {
+	map {postback.deny_reason} {nats_error} {
+		ip "NOT ALLOWED IP"
+		default "UNSUPPORTED REQUEST"
 	}
-}
-
-http://127.0.0.1:%d {
-	root * %s
-	route /signup/process_gateway.php {
-		map {postback.deny_reason} {nats_error} {
-			ip      "NOT ALLOWED IP"
-			default "UNSUPPORTED REQUEST"
-		}
-		postback_filter {
-			methods     POST
-			allow       127.0.0.1
-			max_body    64KiB
-			deny_status 200
-			deny_body   "SALE DECLINED\n{nats_error}\n"
-		}
-		secondary_post 1001
-		php_fastcgi %s
+	postback_filter {
+		methods POST
+		allow 127.0.0.1
+		max_body 64KiB
+		deny_status 200
+		deny_body "SALE DECLINED\n{nats_error}\n"
 	}
-}
-`, storeDir, destURL, caFile, port, root, php)
+	secondary_post 1001
+	php_fastcgi ` + php + `
+}`}},
+	}.String()
 }
 
 // The NATS process gateway: a sender that is not listed gets SALE DECLINED /
@@ -274,7 +222,7 @@ func TestPHPNATSGateway(t *testing.T) {
 	requireSecondLoopback(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	startCaddy(t, dir, natsGatewayConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port))
 	endpoint := fmt.Sprintf("http://127.0.0.1:%d/signup/process_gateway.php", port)
 
@@ -342,7 +290,7 @@ func TestPHPNATSGateway(t *testing.T) {
 	}
 
 	// What passed the edge is mirrored to DIN 1001; what it refused is not.
-	waitUntil(t, "the gateway posts at DIN 1001", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the gateway posts at DIN 1001", 30*time.Second, func() bool {
 		bodies, _ := dest.received()
 		for _, b := range mirrored {
 			if bodies[b] == 0 {
@@ -362,36 +310,11 @@ func TestPHPNATSGateway(t *testing.T) {
 // replayConfig is itns.php behind itns_verify with dedupe; storage and
 // ports are fixed so that the edge can be restarted on the same store.
 func replayConfig(storeDir, destURL, caFile, root, php string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %s
-		destination 1001 {
-			url %s
-			ca_cert %s
-			retry_schedule 0s 200ms 500ms
-		}
-	}
-}
-
-http://127.0.0.1:%d {
-	root * %s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-			dedupe 1h
-		}
-		secondary_post 1001
-		php_fastcgi %s
-	}
-}
-`, storeDir, destURL, caFile, port, root, php)
+	return caddyfile{
+		store: storeDir,
+		dests: []destination{{din: "1001", url: destURL, ca: caFile, opts: "retry_schedule 0s 200ms 500ms"}},
+		sites: []site{{port: port, root: root, body: itnsRoute("allow 127.0.0.1", "dedupe 1h", "1001", php)}},
+	}.String()
 }
 
 // A notification sent twice (in sequence, with its fields reordered, at the
@@ -401,7 +324,7 @@ func TestPHPReplayReachesScriptOnce(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	dest := newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := replayConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port)
 	env := "E2E_ITNS_SECRET=" + itnsSecret
 	edge := startCaddy(t, dir, cfg, env)
@@ -461,7 +384,7 @@ func TestPHPReplayReachesScriptOnce(t *testing.T) {
 	}
 
 	// After a crash: the record is on disk, the replay is still answered.
-	waitUntil(t, "both notifications at DIN 1001", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "both notifications at DIN 1001", 30*time.Second, func() bool {
 		b, _ := dest.received()
 		return b[body] > 0 && b[body2] > 0
 	})

@@ -8,48 +8,24 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // reloadConfig is itns.php behind the edge, copying to DIN 1001 at
 // destURL; a reload changes only the destination.
 func reloadConfig(storeDir, destURL, caFile, itemCode, root, php string, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %s
-		encryption_key {env.E2E_DB_KEY}
-		destination 1001 {
-			url %s
-			ca_cert %s
-			item_code %s
-			retry_schedule 0s 100ms 200ms 500ms 1s 1s 1s
-		}
-	}
-}
-
-http://127.0.0.1:%d {
-	root * %s
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		itns_verify {
-			secret {env.E2E_ITNS_SECRET}
-			max_age 15m
-			dedupe 1h
-		}
-		secondary_post 1001
-		php_fastcgi %s
-	}
-}
-`, storeDir, destURL, caFile, itemCode, port, root, php)
+	return caddyfile{
+		store:    storeDir,
+		postback: "encryption_key {env.E2E_DB_KEY}",
+		dests: []destination{{din: "1001", url: destURL, ca: caFile,
+			opts: "item_code " + itemCode + "\nretry_schedule 0s 100ms 200ms 500ms 1s 1s 1s"}},
+		sites: []site{{port: port, root: root, body: itnsRoute("allow 127.0.0.1", "dedupe 1h", "1001", php)}},
+	}.String()
 }
 
 // While signed notifications flow, `caddy reload` moves DIN 1001 from one
@@ -63,7 +39,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	sinkA, sinkB := newSink(t, dir, 0), newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := func(s *sink, item string) string {
 		return reloadConfig(dir+"/store", s.srv.URL+"/collect", s.caFile, item, legacyRoot(t), php.addr, port)
 	}
@@ -111,7 +87,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 		t.Errorf("%d notifications sent, only %d accepted", sent, accepted)
 	}
 
-	waitUntil(t, "every accepted notification at a collector", time.Minute, func() bool {
+	testutil.WaitFor(t, "every accepted notification at a collector", time.Minute, func() bool {
 		a, _ := sinkA.received()
 		b, _ := sinkB.received()
 		for body := range sender.accepted {
@@ -169,7 +145,7 @@ func TestReloadRequestInFlightIsServed(t *testing.T) {
 	php := startPHP(t)
 	dir := t.TempDir()
 	sinkA, sinkB := newSink(t, dir, 0), newSink(t, dir, 0)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := func(s *sink, item string) string {
 		return reloadConfig(dir+"/store", s.srv.URL+"/collect", s.caFile, item, legacyRoot(t), php.addr, port)
 	}
@@ -230,7 +206,7 @@ func TestReloadRequestInFlightIsServed(t *testing.T) {
 	if refused > 0 {
 		t.Logf("edge log:\n%s", grepLines(edge.logs.String(), "enqueue failed", "dedupe", "in-flight"))
 	}
-	waitUntil(t, "the notifications at a collector", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the notifications at a collector", 30*time.Second, func() bool {
 		a, _ := sinkA.received()
 		b, _ := sinkB.received()
 		for _, body := range bodies {
@@ -244,9 +220,8 @@ func TestReloadRequestInFlightIsServed(t *testing.T) {
 
 // reloadErr is caddyProc.reload for a goroutine: it returns the error.
 func reloadErr(p *caddyProc, dir, caddyfile string) error {
-	cfg := strings.ReplaceAll(caddyfile, "{admin}", fmt.Sprintf("127.0.0.1:%d", p.adminPort))
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	path, err := p.writeConfig(dir, caddyfile)
+	if err != nil {
 		return err
 	}
 	cmd := exec.Command(caddyBin, "reload", "--config", path, "--adapter", "caddyfile",

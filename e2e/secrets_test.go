@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // Markers no log line, error, admin answer, report page or store file may
@@ -33,84 +34,64 @@ var secretMarkers = []string{
 var cvvMarkers = []string{"cvv=913", `"913"`, "cvv\":913", "913&"}
 
 func secretsConfig(store, key, spool, pubKey, ca string, dead [3]int, port int) string {
-	return fmt.Sprintf(`{
-	admin {admin}
-	default_bind 127.0.0.1
-	persist_config off
-	postback {
-		storage_dir %[1]s
-		encryption_key %[2]s
-		redact member_pin
-		destination 1001 {
-			url https://127.0.0.1:%[6]d/collect
-			ca_cert %[5]s
-			retry_schedule 0s 100ms 100ms
-			pgp_key %[4]s
-			spool_dir %[3]s
-		}
-		destination 1002 {
-			url https://127.0.0.1:%[7]d/collect?partner=x
-			method GET
-			ca_cert %[5]s
-			retry_schedule 0s 100ms
-		}
-		destination 1003 {
-			url https://127.0.0.1:%[8]d/collect
-			ca_cert %[5]s
-			retry_schedule 0s 1h
-		}
+	return caddyfile{
+		store:    store,
+		postback: "encryption_key " + key + "\nredact member_pin",
+		dests: []destination{
+			{din: "1001", url: fmt.Sprintf("https://127.0.0.1:%d/collect", dead[0]), ca: ca,
+				opts: "retry_schedule 0s 100ms 100ms\npgp_key " + pubKey + "\nspool_dir " + spool},
+			{din: "1002", url: fmt.Sprintf("https://127.0.0.1:%d/collect?partner=x", dead[1]), ca: ca,
+				opts: "method GET\nretry_schedule 0s 100ms"},
+			{din: "1003", url: fmt.Sprintf("https://127.0.0.1:%d/collect", dead[2]), ca: ca, opts: "retry_schedule 0s 1h"},
+		},
+		sites: []site{{port: port, body: `route /signup/process_gateway.php {
+	postback_filter {
+		allow 127.0.0.1
 	}
-}
-http://127.0.0.1:%[9]d {
-	route /signup/process_gateway.php {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		secondary_post 1001 1002 1003
-		respond "SALE OK
+	secondary_post 1001 1002 1003
+	respond "SALE OK
 100001
 "
-	}
-	route /denied/process_gateway.php {
-		postback_filter {
-			allow 203.0.113.10
-			deny_status 200
-			deny_body "SALE DECLINED\nNOT ALLOWED IP\n"
-		}
-		respond "never"
-	}
-	route /itns.php {
-		postback_filter {
-			allow 127.0.0.1
-			max_body 4KiB
-		}
-		itns_verify {
-			secret s3cr3t-itns
-			dedupe 1h
-		}
-		secondary_post 1001 1002 1003
-		respond "OK"
-	}
-	route /signup/process_extended.php {
-		postback_filter {
-			methods GET POST
-			allow 127.0.0.1
-		}
-		secondary_post 1001 1002 1003
-		respond "OK"
-	}
-	route /ecsuite/* {
-		postback_filter {
-			allow 127.0.0.1
-		}
-		secondary_post 1001 1002 1003
-		respond "APPROVED"
-	}
-	route /report/* {
-		postback_report /report
-	}
 }
-`, store, key, spool, pubKey, ca, dead[0], dead[1], dead[2], port)
+route /denied/process_gateway.php {
+	postback_filter {
+		allow 203.0.113.10
+		deny_status 200
+		deny_body "SALE DECLINED\nNOT ALLOWED IP\n"
+	}
+	respond "never"
+}
+route /itns.php {
+	postback_filter {
+		allow 127.0.0.1
+		max_body 4KiB
+	}
+	itns_verify {
+		secret s3cr3t-itns
+		dedupe 1h
+	}
+	secondary_post 1001 1002 1003
+	respond "OK"
+}
+route /signup/process_extended.php {
+	postback_filter {
+		methods GET POST
+		allow 127.0.0.1
+	}
+	secondary_post 1001 1002 1003
+	respond "OK"
+}
+route /ecsuite/* {
+	postback_filter {
+		allow 127.0.0.1
+	}
+	secondary_post 1001 1002 1003
+	respond "APPROVED"
+}
+route /report/* {
+	postback_report /report
+}`}},
+	}.String()
 }
 
 // TestNothingInClear posts card data, CVVs and passwords through every
@@ -123,9 +104,9 @@ func TestNothingInClear(t *testing.T) {
 	dir := t.TempDir()
 	store, spool := filepath.Join(dir, "store"), filepath.Join(dir, "spool")
 	key := hex.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))
-	dead := [3]int{freePort(t), freePort(t), freePort(t)}
-	port := freePort(t)
-	edge := startCaddy(t, dir, secretsConfig(store, key, spool, partner.pubKey, httptestCA(t, dir), dead, port))
+	dead := [3]int{testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)}
+	port := testutil.FreePort(t)
+	edge := startCaddy(t, dir, secretsConfig(store, key, spool, partner.pubKey, testutil.HTTPTestCA(t, dir), dead, port))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client := &http.Client{Timeout: 10 * time.Second}
 	const form = "application/x-www-form-urlencoded"
@@ -176,7 +157,7 @@ func TestNothingInClear(t *testing.T) {
 
 	// 1001 spools after its schedule, 1002 fails, 1003 stays pending.
 	n := len(accepted)
-	waitUntil(t, "1001 spooled and 1002 failed", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "1001 spooled and 1002 failed", 30*time.Second, func() bool {
 		var stats struct {
 			Destinations []struct {
 				DIN                      string `json:"din"`
@@ -206,7 +187,8 @@ func TestNothingInClear(t *testing.T) {
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("spool file %s: mode %v, err %v", f, fi.Mode().Perm(), err)
 		}
-		got = append(got, partner.decrypt(t, f))
+		plain, _ := partner.Decrypt(t, f)
+		got = append(got, string(plain))
 	}
 	sort.Strings(got)
 	sort.Strings(want)

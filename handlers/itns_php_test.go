@@ -5,27 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-)
 
-// phpBinary finds php-cli. Outside CI a missing php skips the cross-check;
-// with CI=true it fails, so the check cannot silently stop running.
-func phpBinary(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("php")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("php-cli is required for the ITNS cross-check in CI (apt-get install php-cli): %v", err)
-		}
-		t.Skip("php-cli not installed (apt-get install php-cli); skipping the PHP cross-check")
-	}
-	return p
-}
+	"github.com/postbackedge/caddy-postback/internal/testutil"
+)
 
 // runPHP runs one of the testdata/php scripts with job as JSON on stdin and
 // decodes its JSON output into out.
@@ -96,7 +83,7 @@ func genNotifications(seed uint64, n int, prefix string) [][][2]string {
 }
 
 func TestITNSCrossCheckPHP(t *testing.T) {
-	php := phpBinary(t)
+	php := testutil.NeedTool(t, "php") // php-cli
 	const secret = "MY-SECRET key ü"
 	for _, prefix := range []string{"", "c"} {
 		for _, alg := range []Algorithm{AlgorithmSorted, AlgorithmV1} {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 func TestPurgeRetention(t *testing.T) {
@@ -96,16 +98,10 @@ func TestRunMaintenancePurgesAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.RunMaintenance(ctx, 10*time.Millisecond); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := s.Get(d.ID); errors.Is(err, ErrNotFound) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("RunMaintenance did not purge the expired record")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "RunMaintenance to purge the expired record", 10*time.Second, func() bool {
+		_, err := s.Get(d.ID)
+		return errors.Is(err, ErrNotFound)
+	})
 	if _, err := s.Get(keep.ID); err != nil {
 		t.Fatalf("pending record purged: %v", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,13 +14,13 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
+	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
 // GnuPG fixtures: keys are made once per test binary by real gpg in a
 // throw-away home, exported, and the home is removed again. Tests that
 // decrypt import the secret keys into their own home (newGPGHome).
-
-const gpgPath = "/usr/bin/gpg"
 
 type gpgKey struct {
 	fpr    string
@@ -42,86 +41,25 @@ var (
 	gpgFix  gpgFixtureSet
 )
 
-// gpgBinary returns the gpg to use, or skips; with CI=true a missing gpg fails.
-func gpgBinary(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath(gpgPath)
-	if err != nil {
-		p, err = exec.LookPath("gpg")
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("gpg is required in CI (install the gnupg package): %v", err)
-		}
-		t.Skipf("gpg not installed: %v", err)
-	}
-	return p
-}
-
-// gpgRun runs gpg in home with stdin, returning stdout.
-func gpgRun(gpg, home string, stdin []byte, args ...string) ([]byte, []byte, error) {
-	cmd := exec.Command(gpg, append([]string{"--homedir", home, "--batch", "--no-tty",
-		"--pinentry-mode", "loopback", "--passphrase", ""}, args...)...)
-	cmd.Env = append(os.Environ(), "GNUPGHOME="+home, "LC_ALL=C")
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err != nil {
-		err = fmt.Errorf("gpg %s: %v: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.Bytes(), errb.Bytes(), err
-}
-
-// tempGPGHome makes a short home (the agent socket path must stay under ~100 bytes).
-func tempGPGHome() (string, func(), error) {
-	home, err := os.MkdirTemp("", "pbgpg")
-	if err != nil {
-		return "", nil, err
-	}
-	if err := os.Chmod(home, 0o700); err != nil {
-		os.RemoveAll(home)
-		return "", nil, err
-	}
-	return home, func() {
-		kill := exec.Command("gpgconf", "--kill", "all")
-		kill.Env = append(os.Environ(), "GNUPGHOME="+home)
-		_ = kill.Run()
-		os.RemoveAll(home)
-	}, nil
-}
-
 func gpgFixtures(t testing.TB) *gpgFixtureSet {
 	t.Helper()
-	gpg := gpgBinary(t)
-	gpgOnce.Do(func() { gpgErr = makeGPGFixtures(gpg) })
+	testutil.FindGPG(t)
+	gpgOnce.Do(func() {
+		gpgErr = errors.New("the test that began making them stopped half-way")
+		gpgErr = makeGPGFixtures(t)
+	})
 	if gpgErr != nil {
 		t.Fatalf("making gpg fixtures: %v", gpgErr)
 	}
 	return &gpgFix
 }
 
-func makeGPGFixtures(gpg string) error {
-	home, cleanup, err := tempGPGHome()
-	if err != nil {
-		return err
-	}
-	defer cleanup()
+func makeGPGFixtures(t testing.TB) error {
+	g := testutil.NewGPG(t)
+	defer g.Close()
 	run := func(args ...string) ([]byte, error) {
-		out, _, err := gpgRun(gpg, home, nil, args...)
+		out, _, err := g.Run(nil, args...)
 		return out, err
-	}
-	fprOf := func(uid string) (string, error) {
-		out, err := run("--with-colons", "--list-keys", "="+uid)
-		if err != nil {
-			return "", err
-		}
-		for _, l := range strings.Split(string(out), "\n") {
-			if f := strings.Split(l, ":"); len(f) > 9 && f[0] == "fpr" {
-				return f[9], nil
-			}
-		}
-		return "", fmt.Errorf("no fingerprint for %s", uid)
 	}
 	gpgFix.created = time.Now()
 	gpgFix.keys = map[string]*gpgKey{}
@@ -146,7 +84,7 @@ func makeGPGFixtures(gpg string) error {
 		if _, err := run(append([]string{"--quick-gen-key", s.uid}, s.primary...)...); err != nil {
 			return err
 		}
-		fpr, err := fprOf(s.uid)
+		fpr, err := g.Fingerprint(s.uid)
 		if err != nil {
 			return err
 		}
@@ -159,16 +97,16 @@ func makeGPGFixtures(gpg string) error {
 	}
 	// Revoke a whole key with the certificate gpg stored at generation
 	// (its BEGIN line is defused with a leading colon)...
-	rev, err := os.ReadFile(filepath.Join(home, "openpgp-revocs.d", gpgFix.keys["revoked"].fpr+".rev"))
+	rev, err := os.ReadFile(filepath.Join(g.Home, "openpgp-revocs.d", gpgFix.keys["revoked"].fpr+".rev"))
 	if err != nil {
 		return err
 	}
 	rev = bytes.Replace(rev, []byte(":-----BEGIN"), []byte("-----BEGIN"), 1)
-	if _, _, err := gpgRun(gpg, home, rev, "--import"); err != nil {
+	if _, _, err := g.Run(rev, "--import"); err != nil {
 		return err
 	}
 	// ...and only the encryption subkey of another.
-	if _, _, err := gpgRun(gpg, home, []byte("key 1\nrevkey\ny\n0\n\ny\nsave\n"),
+	if _, _, err := g.Run([]byte("key 1\nrevkey\ny\n0\n\ny\nsave\n"),
 		"--yes", "--command-fd", "0", "--edit-key", gpgFix.keys["revokedsub"].fpr); err != nil {
 		return err
 	}
@@ -201,28 +139,12 @@ func makeGPGFixtures(gpg string) error {
 }
 
 // newGPGHome is a home holding all fixture secret keys, for decryption.
-func newGPGHome(t *testing.T) string {
+func newGPGHome(t *testing.T) *testutil.GPG {
 	t.Helper()
 	fx := gpgFixtures(t)
-	home, cleanup, err := tempGPGHome()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cleanup)
-	if _, _, err := gpgRun(gpgBinary(t), home, fx.secrets, "--import"); err != nil {
-		t.Fatal(err)
-	}
-	return home
-}
-
-// gpgDecrypt decrypts file with real gpg, returning the plaintext and gpg's status lines.
-func gpgDecrypt(t *testing.T, home, file string) ([]byte, string) {
-	t.Helper()
-	out, status, err := gpgRun(gpgBinary(t), home, nil, "--status-fd", "2", "--decrypt", file)
-	if err != nil {
-		t.Fatalf("gpg --decrypt %s: %v", file, err)
-	}
-	return out, string(status)
+	g := testutil.NewGPG(t)
+	g.MustRun(t, fx.secrets, "--import")
+	return g
 }
 
 func writeTestKeyFile(t *testing.T, name string, data []byte) string {

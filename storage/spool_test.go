@@ -89,7 +89,7 @@ func checkSpoolFile(t *testing.T, s *Spool, path string, payload []byte, secrets
 // Real GnuPG must decrypt every spool file to exactly the payload bytes.
 func TestSpoolGPGDecrypts(t *testing.T) {
 	fx := gpgFixtures(t)
-	home := newGPGHome(t)
+	gpg := newGPGHome(t)
 	now := time.Now()
 	for _, key := range []string{"rsa", "classic", "cv25519"} {
 		r, err := ParseRecipient(fx.keys[key].pub, now)
@@ -108,7 +108,7 @@ func TestSpoolGPGDecrypts(t *testing.T) {
 				if !strings.HasPrefix(filepath.Base(path), "1001-") || !strings.HasSuffix(path, "-"+id+".asc") {
 					t.Errorf("name %s should carry din 1001 and id %s", filepath.Base(path), id)
 				}
-				got, status := gpgDecrypt(t, home, path)
+				got, status := gpg.Decrypt(t, path)
 				if !bytes.Equal(got, p.payload) {
 					t.Fatalf("gpg decrypted %d bytes %q..., want %d bytes %q...",
 						len(got), spoolTrunc(got), len(p.payload), spoolTrunc(p.payload))
