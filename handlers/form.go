@@ -131,6 +131,12 @@ func CheckFieldCount(body []byte, max int) error {
 // literal or only appears after PHP's name mangling ("a.b" and "a_b", or
 // "a" and "a[]", land on the same $_POST key). All refusals are 400s.
 func ParseForm(body []byte) (Form, error) {
+	return parseForm(body, true)
+}
+
+// parseForm is ParseForm; phpKeys false leaves the check of names PHP
+// merges to the caller (ParseFormArrays).
+func parseForm(body []byte, phpKeys bool) (Form, error) {
 	s := string(body)
 	form := make(Form, 0, strings.Count(s, "&")+1)
 	mangled := false
@@ -152,7 +158,7 @@ func ParseForm(body []byte) (Form, error) {
 		if err != nil {
 			return nil, formError(ReasonMalformed, name, fmt.Errorf("field value: %w", err))
 		}
-		if !mangled && phpMangles(name) {
+		if phpKeys && !mangled && phpMangles(name) {
 			mangled = true
 		}
 		form = append(form, Field{Name: name, Value: value})

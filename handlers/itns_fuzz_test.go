@@ -1,6 +1,11 @@
 package handlers
 
 import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/url"
 	"strings"
@@ -103,6 +108,84 @@ func FuzzVerify(f *testing.F) {
 		for i := range form {
 			if again[i] != form[i] {
 				t.Fatalf("re-encoded field %d: %q, want %q", i, again[i], form[i])
+			}
+		}
+	})
+}
+
+// refClickBank is a naive second reading of a ClickBank JSON body: Go's
+// lenient json.Unmarshal (duplicates and invalid UTF-8 allowed), the
+// sample's trim, receipt and transactionType non-empty strings.
+func refClickBank(body []byte, secrets ...string) bool {
+	var env map[string]any
+	if json.Unmarshal(body, &env) != nil {
+		return false
+	}
+	note, _ := env["notification"].(string)
+	ivs, _ := env["iv"].(string)
+	ct, err1 := base64.StdEncoding.DecodeString(note)
+	iv, err2 := base64.StdEncoding.DecodeString(ivs)
+	if err1 != nil || err2 != nil || len(iv) != 16 || len(ct) == 0 || len(ct)%16 != 0 {
+		return false
+	}
+	var cutset string
+	for c := 0; c <= 0x1a; c++ {
+		cutset += string(rune(c))
+	}
+	for _, s := range secrets {
+		b, _ := aes.NewCipher(ClickBankKey([]byte(s)))
+		plain := make([]byte, len(ct))
+		cipher.NewCBCDecrypter(b, iv).CryptBlocks(plain, ct)
+		var m map[string]any
+		if json.Unmarshal([]byte(strings.Trim(string(plain), cutset)), &m) != nil {
+			continue
+		}
+		r, _ := m["receipt"].(string)
+		tt, _ := m["transactionType"].(string)
+		if r != "" && tt != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzClickBankJSON: no body panics, every refusal is a Denial, and a body
+// is accepted only when the naive reading above finds a notification in
+// it under one of the secrets, so garbage is never accepted. The seeds
+// (f.Add and testdata/fuzz/FuzzClickBankJSON) are genuine notifications,
+// ClickBank's published one and near misses.
+func FuzzClickBankJSON(f *testing.F) {
+	c := mustClickBank(f, ClickBankJSONConfig{Secrets: [][]byte{[]byte("old-secret"), []byte(fuzzSecret), []byte(cbSampleSecret)}})
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i, n := range genClickBankNotifications(3, 3, now) {
+		body, err := c.Encrypt([]byte(n), bytes.Repeat([]byte{byte(i)}, 16))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(body)
+	}
+	f.Add([]byte(cbSampleBody))
+	f.Add([]byte(`{"notification":"","iv":""}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, ct := range []string{"", "application/json"} {
+			n, err := c.Check(ct, body, now)
+			if err != nil {
+				var d *Denial
+				if !errors.As(err, &d) {
+					t.Fatalf("refusal without a Denial: %v", err)
+				}
+				continue
+			}
+			if !refClickBank(body, "old-secret", fuzzSecret, cbSampleSecret) {
+				t.Fatalf("accepted a body the reference refuses: %q", body)
+			}
+			for _, id := range []string{n.Receipt, n.TransactionType, n.Role} {
+				if id != "" && !SafeIdentifier(id) {
+					t.Fatalf("unsafe identifier %q", id)
+				}
+			}
+			if n.SecretIndex < 0 || n.SecretIndex > 2 || len(n.ReplayKey()) == 0 {
+				t.Fatalf("accepted as %+v", n)
 			}
 		}
 	})

@@ -297,3 +297,16 @@ func TestITNSSignForm(t *testing.T) {
 		}
 	}
 }
+
+// JVZoo's JVZIPN is the sorted scheme with prefix c; its documentation's
+// example: secret key "secret", the one field ccustname=fullname, cverify
+// 38CFCDED (SHA-1 of "fullname|secret").
+func TestITNSJVZooDocumentedExample(t *testing.T) {
+	v := mustITNS(t, ITNSConfig{Secrets: [][]byte{[]byte("secret")}, Prefix: "c"})
+	if got := v.Sign(formOf(t, "ccustname=fullname"), []byte("secret")); got != "38CFCDED" {
+		t.Fatalf("Sign = %s, want 38CFCDED", got)
+	}
+	if _, _, err := v.Check("application/x-www-form-urlencoded", []byte("ccustname=fullname&cverify=38CFCDED"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -37,8 +37,9 @@ const (
 	// larger one makes the notification not replayable.
 	MaxReplayBody = 64 << 10
 
-	defaultReplayPoll = 100 * time.Millisecond
-	replayKeyPrefix   = "itns-replay/"
+	defaultReplayPoll  = 100 * time.Millisecond
+	replayKeyPrefix    = "itns-replay/"
+	clickBankKeyPrefix = "clickbank-replay/"
 )
 
 // ReplayKey is the store key of a notification: a SHA-256 over its sorted
@@ -46,6 +47,12 @@ const (
 // key and nothing is left out (the signature field included). Each name and
 // value is length-prefixed, so no two different forms share an encoding.
 func ReplayKey(form Form) []byte {
+	return replayKeyIn(replayKeyPrefix, form)
+}
+
+// replayKeyIn is ReplayKey with the key prefix of a scheme, so that no two
+// schemes' notifications share a key.
+func replayKeyIn(prefix string, form Form) []byte {
 	bp := payloadPool.Get().(*[]byte)
 	b := (*bp)[:0]
 	for _, f := range form {
@@ -58,9 +65,9 @@ func ReplayKey(form Form) []byte {
 	clear(b)
 	*bp = b[:0]
 	payloadPool.Put(bp)
-	key := make([]byte, len(replayKeyPrefix)+hex.EncodedLen(len(sum)))
-	copy(key, replayKeyPrefix)
-	hex.Encode(key[len(replayKeyPrefix):], sum[:])
+	key := make([]byte, len(prefix)+hex.EncodedLen(len(sum)))
+	copy(key, prefix)
+	hex.Encode(key[len(prefix):], sum[:])
 	return key
 }
 
