@@ -2,6 +2,10 @@ package caddymodule
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -150,5 +154,137 @@ func TestSignCommandPost(t *testing.T) {
 	out, err = runPostbackCommand(t, "sign", "--secret", "k", "--post", srv.URL+"/refuse", "transaction=SALE")
 	if err == nil || !strings.Contains(out, "403") || !strings.Contains(out, "SALE DECLINED") {
 		t.Fatalf("refused post: %q, %v; want the response printed and an error", out, err)
+	}
+}
+
+func runPostbackCommandIn(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := newPostbackCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+// decryptClickBank opens a clickbank_json body the way the sample does,
+// for the tests to read what the command encrypted.
+func decryptClickBank(t *testing.T, secret, body string) string {
+	t.Helper()
+	var env struct{ Notification, IV string }
+	if err := json.Unmarshal([]byte(body), &env); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	ct, _ := base64.StdEncoding.DecodeString(env.Notification)
+	iv, _ := base64.StdEncoding.DecodeString(env.IV)
+	b, _ := aes.NewCipher(handlers.ClickBankKey([]byte(secret)))
+	cipher.NewCBCDecrypter(b, iv).CryptBlocks(ct, ct)
+	return string(ct[:len(ct)-int(ct[len(ct)-1])])
+}
+
+func TestSignCommandClickBankJSON(t *testing.T) {
+	t.Setenv("POSTBACK_TEST_CB_SECRET", "cb-secret")
+	c, _ := handlers.NewClickBankJSON(handlers.ClickBankJSONConfig{Secrets: [][]byte{[]byte("cb-secret")}, MaxAge: time.Minute})
+	args := []string{"sign", "--format", "clickbank_json", "--secret", "{env.POSTBACK_TEST_CB_SECRET}", "--transtime-now",
+		"receipt=TEST1234", "transactionType=TEST", "role=VENDOR", "vendor=myshop", "note=Guide – Müller a%40b", "empty="}
+	out, err := runPostbackCommand(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "\n") != 1 {
+		t.Fatalf("output %q: want one line", out)
+	}
+	n, err := c.Check("application/json", []byte(strings.TrimSpace(out)), time.Now())
+	if err != nil || n.Receipt != "TEST1234" || n.TransactionType != "TEST" || n.Role != "VENDOR" {
+		t.Fatalf("%s: %+v, %v", out, n, err)
+	}
+	plain := decryptClickBank(t, "cb-secret", strings.TrimSpace(out))
+	if !strings.HasPrefix(plain, `{"receipt":"TEST1234","transactionType":"TEST","role":"VENDOR","vendor":"myshop","note":"Guide – Müller a%40b","empty":"","transactionTime":"`) {
+		t.Fatalf("plaintext %s", plain)
+	}
+	again, _ := runPostbackCommand(t, args...)
+	if again == out {
+		t.Fatal("the same IV twice")
+	}
+
+	// A notification on standard input is encrypted as it is.
+	note := `{"transactionTime":"2026-03-01T12:00:00+01:00","receipt":"STDIN1","transactionType":"SALE","lineItems":[{"itemNo":"1"}],"version":8.0}`
+	out, err = runPostbackCommandIn(t, note+"\n", "sign", "--format", "clickbank_json", "--secret", "cb-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := decryptClickBank(t, "cb-secret", strings.TrimSpace(out)); got != note {
+		t.Fatalf("stdin: encrypted %s, want %s", got, note)
+	}
+	out, err = runPostbackCommandIn(t, `{"receipt":"STDIN2","transactionType":"SALE"}`, "sign", "--format", "clickbank_json", "--secret", "cb-secret", "--transtime-now")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Check("", []byte(strings.TrimSpace(out)), time.Now()); err != nil {
+		t.Fatalf("stdin with --transtime-now: %v", err)
+	}
+}
+
+func TestSignCommandDigistore24(t *testing.T) {
+	out, err := runPostbackCommand(t, "sign", "--algorithm", "digistore24", "--secret", "ds-pass",
+		"event=on_payment", "order_id=A3NXHEHF", "product_name=Guide – Müller &amp; Co", "custom=", "tags[0]=vip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := handlers.NewDigistore24(handlers.Digistore24Config{Secrets: [][]byte{[]byte("ds-pass")}})
+	body := strings.TrimSpace(out)
+	if _, err := d.Check("application/x-www-form-urlencoded", []byte(body), time.Now()); err != nil {
+		t.Fatalf("%s: %v", body, err)
+	}
+	if !strings.HasPrefix(body, "event=on_payment&order_id=A3NXHEHF&") || !strings.Contains(body, "&sha_sign=") {
+		t.Fatalf("body %s", body)
+	}
+}
+
+func TestSignCommandSenderErrors(t *testing.T) {
+	for name, tc := range map[string]struct {
+		stdin string
+		args  []string
+	}{
+		"json with a prefix":           {"", []string{"sign", "--secret", "k", "--format", "clickbank_json", "--prefix", "c", "receipt=R", "transactionType=SALE"}},
+		"json with v1":                 {"", []string{"sign", "--secret", "k", "--format", "clickbank_json", "--algorithm", "v1", "receipt=R", "transactionType=SALE"}},
+		"unknown format":               {"", []string{"sign", "--secret", "k", "--format", "xml", "a=1"}},
+		"json without receipt":         {"", []string{"sign", "--secret", "k", "--format", "clickbank_json", "transactionType=SALE"}},
+		"json field twice":             {"", []string{"sign", "--secret", "k", "--format", "clickbank_json", "receipt=R", "receipt=S", "transactionType=SALE"}},
+		"json nothing on stdin":        {"", []string{"sign", "--secret", "k", "--format", "clickbank_json"}},
+		"json stdin not an object":     {"[1,2]", []string{"sign", "--secret", "k", "--format", "clickbank_json"}},
+		"json stdin member twice":      {`{"receipt":"R","receipt":"S","transactionType":"SALE"}`, []string{"sign", "--secret", "k", "--format", "clickbank_json"}},
+		"json transtime twice":         {`{"receipt":"R","transactionType":"SALE","transactionTime":"2026-01-01T00:00:00Z"}`, []string{"sign", "--secret", "k", "--format", "clickbank_json", "--transtime-now"}},
+		"digistore24 with a prefix":    {"", []string{"sign", "--secret", "k", "--algorithm", "digistore24", "--prefix", "c", "a=1"}},
+		"digistore24 transtime":        {"", []string{"sign", "--secret", "k", "--algorithm", "digistore24", "--transtime-now", "a=1"}},
+		"digistore24 signature given":  {"", []string{"sign", "--secret", "k", "--algorithm", "digistore24", "sha_sign=X"}},
+		"digistore24 value and array":  {"", []string{"sign", "--secret", "k", "--algorithm", "digistore24", "a=1", "a[b]=2"}},
+		"json no secret":               {"", []string{"sign", "--format", "clickbank_json", "receipt=R", "transactionType=SALE"}},
+		"json secret variable not set": {"", []string{"sign", "--format", "clickbank_json", "--secret", "{env.POSTBACK_TEST_UNSET_VARIABLE}", "receipt=R", "transactionType=SALE"}},
+	} {
+		out, err := runPostbackCommandIn(t, tc.stdin, tc.args...)
+		if err == nil {
+			t.Errorf("%s: accepted, printed %q", name, out)
+		}
+	}
+}
+
+func TestSignCommandPostJSON(t *testing.T) {
+	var ctype string
+	var got []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ = io.ReadAll(r.Body)
+		ctype = r.Header.Get("Content-Type")
+		_, _ = io.WriteString(w, "OK")
+	}))
+	defer srv.Close()
+	if _, err := runPostbackCommand(t, "sign", "--format", "clickbank_json", "--secret", "k", "--post", srv.URL, "receipt=R1", "transactionType=TEST"); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := handlers.NewClickBankJSON(handlers.ClickBankJSONConfig{Secrets: [][]byte{[]byte("k")}})
+	if _, err := c.Check(ctype, got, time.Now()); err != nil || ctype != "application/json" {
+		t.Fatalf("posted %q (%s): %v", got, ctype, err)
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/postbackedge/caddy-postback/handlers"
 )
 
 func init() {
@@ -30,8 +28,9 @@ func parseITNSVerify(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 //
 //	itns_verify [<matcher>] {
 //		secret      <value>...
+//		format      form|clickbank_json
 //		prefix      <prefix>
-//		algorithm   sorted|v1
+//		algorithm   sorted|v1|digistore24
 //		max_age     <duration>
 //		future_skew <duration>
 //		dedupe      <window>
@@ -42,26 +41,11 @@ func parseITNSVerify(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 //		deny_body   <text>
 //	}
 //
-// Options (secret is required):
-//
-//   - secret: required, repeatable; any one matching is valid (rotation).
-//     Use {env.ITNS_SECRET} or {file./etc/caddy/itns.secret}: placeholders
-//     stay in the JSON config and are resolved at load time ({$ITNS_SECRET}
-//     would be expanded into the config, visible through the admin API).
-//   - prefix: field-name prefix, "" by default, c for ClickBank.
-//   - algorithm: sorted (default, ClickBank 2.x/4.0 and AffiliCon) or v1
-//     (ClickBank 1.0 fixed field list).
-//   - max_age: refuse a notification whose <prefix>transtime is older, more
-//     than future_skew (default 2m) ahead, missing or not a number.
-//   - dedupe: answer a replay of an accepted notification within this window
-//     from the first response; needs the postback app (global option).
-//     dedupe_wait bounds the wait for a first copy still in flight
-//     (default 10s), after which the replay gets 503 and Retry-After.
-//   - max_body: largest body, e.g. 64KiB (default 1MiB). Larger: 413.
-//   - max_fields: most fields (default 1000, PHP's max_input_vars). More: 400.
-//   - deny_status, deny_body: the response for a refusal, as in
-//     postback_filter; without them a refusal is a handler error (403 for
-//     signature and time, 400 for a malformed body) for handle_errors.
+// Sets up the signature or decryption check of payment notifications; the
+// options are documented on the ITNSVerify fields (secret is required), and
+// combinations that make no sense (format clickbank_json with a prefix or an
+// algorithm, digistore24 with max_age) are refused on the line that makes
+// them.
 func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -105,20 +89,19 @@ func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			v.Secrets = append(v.Secrets, args...)
 
+		case "format":
+			if !d.AllArgs(&v.Format) {
+				return d.ArgErr()
+			}
+
 		case "prefix":
 			if !d.AllArgs(&v.Prefix) {
 				return d.ArgErr()
-			}
-			if err := handlers.ValidPrefix(v.Prefix); err != nil {
-				return d.Err(err.Error())
 			}
 
 		case "algorithm":
 			if !d.AllArgs(&v.Algorithm) {
 				return d.ArgErr()
-			}
-			if _, err := handlers.ParseAlgorithm(v.Algorithm); err != nil {
-				return d.Err(err.Error())
 			}
 
 		case "max_age", "future_skew", "dedupe", "dedupe_wait":
@@ -161,6 +144,10 @@ func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized itns_verify option %q", opt)
 		}
+		// The option just read is the one that makes a conflict: its line.
+		if err := v.verifierConfig().CheckConflicts(); err != nil {
+			return d.Errf("itns_verify: %v", err)
+		}
 	}
 	if len(v.Secrets) == 0 {
 		return d.Err("itns_verify: at least one secret is required")
@@ -168,8 +155,8 @@ func (v *ITNSVerify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if v.DedupeWait != 0 && v.Dedupe == 0 {
 		return d.Err("itns_verify: dedupe_wait without dedupe")
 	}
-	if v.FutureSkew != 0 && v.MaxAge == 0 {
-		return d.Err("itns_verify: future_skew without max_age")
+	if err := v.verifierConfig().CheckOptions(); err != nil {
+		return d.Errf("itns_verify: %v", err)
 	}
 	return nil
 }

@@ -25,32 +25,59 @@ func init() {
 	caddy.RegisterModule(ITNSVerify{})
 }
 
-// ITNSVerify refuses ITNS / ClickBank instant notifications whose signature
-// (the <prefix>verify field) does not match one of the configured secrets,
-// whose body is not a well-formed form, or whose transtime is stale; with
-// dedupe it answers a replay of an accepted notification from the first
+// ITNSVerify refuses payment notifications that do not prove their sender
+// before the legacy script sees them: ITNS / ClickBank / JVZoo forms whose
+// signature (the <prefix>verify field) does not match one of the
+// configured secrets, Digistore24 IPNs whose sha_sign does not (algorithm
+// digistore24), ClickBank INS 6.0+ JSON that no secret decrypts (format
+// clickbank_json), bodies that are not well-formed, and stale notifications;
+// with dedupe it answers a replay of an accepted notification from the first
 // response instead of passing it on. The body reaches the next handler byte
 // for byte as the sender posted it.
+//
+// It sets these placeholders:
+//
+// Placeholder | Description
+// ------------|-------------
+// `{postback.deny_reason}` | Why a notification was refused (content_type, malformed, signature_mismatch, decrypt_failed, stale, …)
+// `{postback.itns.secret_index}` | Which configured secret matched, from 0
+// `{postback.receipt}` | The notification's receipt (format clickbank_json)
+// `{postback.transaction_type}` | Its transactionType: SALE, BILL, RFND, … (format clickbank_json)
+// `{postback.role}` | Its role: VENDOR, AFFILIATE, … (format clickbank_json)
+//
+// The last three are set for an accepted notification, and only to values
+// of letters, digits and "_-.*" (at most 64): anything else leaves them
+// empty, so that no customer data reaches an access log or an error page.
 type ITNSVerify struct {
 	// Secrets shared with the sender; any one matching is valid, so a secret
 	// can be rotated without downtime. Use placeholders known at load time
 	// ({env.ITNS_SECRET}, {file./etc/caddy/itns.secret}): a literal secret is
 	// visible to anyone who can read the config through the admin API.
 	Secrets []string `json:"secrets,omitempty"`
+	// Format of the body: "form" (default; application/x-www-form-urlencoded,
+	// signed by Algorithm) or "clickbank_json" (ClickBank INS 6.0, 7.0, 8.0:
+	// {"notification", "iv"}, AES-256-CBC encrypted with a key derived from
+	// the secret; takes no Prefix, Algorithm or MaxFields).
+	Format string `json:"format,omitempty"`
 	// Prefix of the field names: "" (AffiliCon default) or "c" (ClickBank
-	// compatible). The signature field is <prefix>verify.
+	// and JVZoo compatible). The signature field is <prefix>verify.
 	Prefix string `json:"prefix,omitempty"`
-	// Algorithm: "sorted" (default; ClickBank 2.x/4.0, AffiliCon) or "v1"
-	// (ClickBank 1.0 fixed field list).
+	// Algorithm of a form's signature: "sorted" (default; ClickBank
+	// 2.x/4.0, AffiliCon, JVZoo), "v1" (ClickBank 1.0 fixed field list) or
+	// "digistore24" (Digistore24 IPN: SHA-512 in sha_sign or SHASIGN; takes
+	// no Prefix and no MaxAge).
 	Algorithm string `json:"algorithm,omitempty"`
-	// MaxAge refuses a notification whose <prefix>transtime is older, or
-	// missing. 0 disables the check.
+	// MaxAge refuses a notification whose time (<prefix>transtime, or
+	// clickbank_json's transactionTime) is older, or missing. 0 disables the
+	// check. Not with digistore24, whose IPN carries no time of its own.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 	// FutureSkew is how far ahead of our clock transtime may be when MaxAge
 	// is set. Default 2m.
 	FutureSkew caddy.Duration `json:"future_skew,omitempty"`
 	// Dedupe is the window within which a notification identical to an
-	// accepted one is a replay. 0 disables replay detection. Needs the
+	// accepted one is a replay (for clickbank_json: the same vendor,
+	// receipt, transactionType, transactionTime and role, which a
+	// notification must then carry). 0 disables replay detection. Needs the
 	// postback app, whose store keeps the records.
 	Dedupe caddy.Duration `json:"dedupe,omitempty"`
 	// DedupeWait bounds how long a replay waits while the first copy is
@@ -58,7 +85,7 @@ type ITNSVerify struct {
 	DedupeWait caddy.Duration `json:"dedupe_wait,omitempty"`
 	// MaxBody is the largest body read, in bytes. Default 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
-	// MaxFields refuses a notification with more fields (400
+	// MaxFields refuses a form notification with more fields (400
 	// too_many_fields). Default 1000, PHP's max_input_vars: PHP drops the
 	// fields past it, so the script would act on part of what was signed.
 	MaxFields int `json:"max_fields,omitempty"`
@@ -68,7 +95,7 @@ type ITNSVerify struct {
 	// failures, 400 for a malformed body) for handle_errors.
 	DenyResponse
 
-	itns       *handlers.ITNS
+	verifier   handlers.Verifier
 	guard      *handlers.ReplayGuard
 	denier     *denier
 	busyDenier *denier // for replays in flight: always 503, so the sender retries
@@ -100,22 +127,12 @@ func (v *ITNSVerify) Provision(ctx caddy.Context) error {
 				zap.Int("secret_index", i))
 		}
 	}
-	alg, err := handlers.ParseAlgorithm(v.Algorithm)
-	if err != nil {
+	cfg := v.verifierConfig()
+	cfg.Secrets = secrets
+	if v.verifier, err = handlers.NewVerifier(cfg); err != nil {
 		return err
 	}
-	v.itns, err = handlers.NewITNS(handlers.ITNSConfig{
-		Secrets:    secrets,
-		Prefix:     v.Prefix,
-		Algorithm:  alg,
-		MaxAge:     time.Duration(v.MaxAge),
-		FutureSkew: time.Duration(v.FutureSkew),
-		MaxFields:  v.MaxFields,
-	})
-	if err != nil {
-		return err
-	}
-	if alg == handlers.AlgorithmV1 && v.MaxAge > 0 {
+	if v.Algorithm == "v1" && v.MaxAge > 0 {
 		v.logger.Warn("itns_verify: algorithm v1 does not sign transtime, so max_age cannot stop a replay with a fresh time")
 	}
 	if v.metrics, err = loadMetrics(ctx); err != nil {
@@ -150,6 +167,20 @@ func (v *ITNSVerify) Provision(ctx caddy.Context) error {
 		v.retryAfter = strconv.Itoa(int(math.Ceil(wait.Seconds())))
 	}
 	return nil
+}
+
+// verifierConfig is the handler's scheme without its secrets, for the
+// handlers package's rules (handlers.VerifierConfig.CheckOptions).
+func (v *ITNSVerify) verifierConfig() handlers.VerifierConfig {
+	return handlers.VerifierConfig{
+		Format:     v.Format,
+		Algorithm:  v.Algorithm,
+		Prefix:     v.Prefix,
+		MaxAge:     time.Duration(v.MaxAge),
+		FutureSkew: time.Duration(v.FutureSkew),
+		MaxFields:  v.MaxFields,
+		Dedupe:     v.Dedupe > 0,
+	}
 }
 
 // resolveSecrets expands the placeholders known at load time. A secret
@@ -198,6 +229,9 @@ func (v *ITNSVerify) Validate() error {
 	if v.MaxBody < 0 {
 		return fmt.Errorf("max_body %d: must not be negative", v.MaxBody)
 	}
+	if err := v.verifierConfig().CheckOptions(); err != nil {
+		return err
+	}
 	return v.DenyResponse.validate()
 }
 
@@ -210,7 +244,7 @@ func (v *ITNSVerify) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		}
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("itns_verify: %w", err))
 	}
-	form, idx, err := v.itns.Check(r.Header.Get("Content-Type"), body, time.Now())
+	n, err := v.verifier.Check(r.Header.Get("Content-Type"), body, time.Now())
 	if err != nil {
 		var fe *handlers.FormError
 		if errors.As(err, &fe) && fe.Field != "" {
@@ -222,8 +256,15 @@ func (v *ITNSVerify) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		}
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("itns_verify: %w", err))
 	}
+	idx := n.SecretIndex
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("postback.itns.secret_index", idx)
+		// Safe identifiers only (handlers.SafeIdentifier), or empty.
+		if n.Receipt != "" || n.TransactionType != "" || n.Role != "" {
+			repl.Set("postback.receipt", n.Receipt)
+			repl.Set("postback.transaction_type", n.TransactionType)
+			repl.Set("postback.role", n.Role)
+		}
 	}
 	// A counter, not an Info line: a log write per notification cost ~3 % of
 	// the chain's CPU (BENCHMARKS.md), and a rotation is watched per secret.
@@ -231,12 +272,16 @@ func (v *ITNSVerify) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		v.verified[idx].Inc()
 	}
 	if ce := v.logger.Check(zapcore.DebugLevel, "itns notification verified"); ce != nil {
-		ce.Write(zap.Int("secret_index", idx), zap.Int("fields", len(form)), zap.String("path", r.URL.Path))
+		fields := []zap.Field{zap.Int("secret_index", idx), zap.Int("fields", n.Fields), zap.String("path", r.URL.Path)}
+		if n.Receipt != "" {
+			fields = append(fields, zap.String("receipt", n.Receipt), zap.String("transaction_type", n.TransactionType))
+		}
+		ce.Write(fields...)
 	}
 	if v.guard == nil {
 		return next.ServeHTTP(w, r)
 	}
-	return v.serveDeduped(w, r, next, handlers.ReplayKey(form))
+	return v.serveDeduped(w, r, next, n.ReplayKey())
 }
 
 // serveDeduped passes the first copy of a notification on and records its

@@ -179,11 +179,11 @@ func newTestITNSVerify(t *testing.T, secret string) (*ITNSVerify, *observer.Obse
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	v := &ITNSVerify{Secrets: []string{secret}, Prefix: "c"}
-	var err error
-	v.itns, err = handlers.NewITNS(handlers.ITNSConfig{Secrets: [][]byte{[]byte(secret)}, Prefix: "c"})
+	itns, err := handlers.NewITNS(handlers.ITNSConfig{Secrets: [][]byte{[]byte(secret)}, Prefix: "c"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	v.verifier = itns.Verifier()
 	v.guard, err = handlers.NewReplayGuard(&memReplayStore{m: map[string][]byte{}}, handlers.ReplayOptions{Window: time.Hour, Wait: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)

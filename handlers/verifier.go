@@ -116,17 +116,28 @@ type VerifierConfig struct {
 	Dedupe bool
 }
 
-// CheckOptions refuses an unknown format or algorithm and the combinations
-// that make no sense: clickbank_json with a prefix, an algorithm or
-// max_fields; digistore24 with a prefix or with max_age (Digistore24's IPN
-// documents no time of the notification itself to check). It does not look
-// at the secrets, so a config adapter can call it as options are read.
+// CheckOptions refuses an unknown format or algorithm, future_skew without
+// max_age, and what CheckConflicts refuses. It does not look at the
+// secrets.
 func (c VerifierConfig) CheckOptions() error {
-	if c.MaxAge < 0 || c.FutureSkew < 0 {
-		return errors.New("max_age and future_skew must not be negative")
+	if err := c.CheckConflicts(); err != nil {
+		return err
 	}
 	if c.FutureSkew > 0 && c.MaxAge == 0 {
 		return errors.New("future_skew without max_age")
+	}
+	return nil
+}
+
+// CheckConflicts refuses unknown names, bad values and the combinations
+// that make no sense: clickbank_json with a prefix, an algorithm or
+// max_fields; digistore24 with a prefix or with max_age (Digistore24's IPN
+// documents no time of the notification itself to check). What it refuses
+// stays refused whatever is added, so a config adapter can call it after
+// each option and name that option's line.
+func (c VerifierConfig) CheckConflicts() error {
+	if c.MaxAge < 0 || c.FutureSkew < 0 {
+		return errors.New("max_age and future_skew must not be negative")
 	}
 	if c.MaxFields < 0 {
 		return fmt.Errorf("max_fields %d: must not be negative", c.MaxFields)
