@@ -183,12 +183,21 @@ func signITNS(t testing.TB, secret, prefix string, fields []handlers.Field) stri
 // operator testing an endpoint would.
 func signWithCLI(t testing.TB, secret, prefix string, fields []handlers.Field) string {
 	t.Helper()
-	args := []string{"postback", "sign", "--secret", "{env.E2E_ITNS_SECRET}", "--prefix", prefix}
+	args := []string{"--prefix", prefix}
 	for _, f := range fields {
 		args = append(args, f.Name+"="+f.Value)
 	}
-	cmd := exec.Command(caddyBin, args...)
+	return runSignCLI(t, secret, "", args...)
+}
+
+// runSignCLI runs `caddy postback sign --secret {env.E2E_ITNS_SECRET}
+// <args>` with the variable set to secret and stdin on standard input, and
+// returns what it printed, without the newline.
+func runSignCLI(t testing.TB, secret, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(caddyBin, append([]string{"postback", "sign", "--secret", "{env.E2E_ITNS_SECRET}"}, args...)...)
 	cmd.Env = append(os.Environ(), "E2E_ITNS_SECRET="+secret)
+	cmd.Stdin = strings.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
