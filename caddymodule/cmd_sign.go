@@ -72,7 +72,7 @@ notification sender would and prints the URL-encoded form body with the
 <prefix>verify field appended, so an endpoint behind itns_verify can be tested:
 
   curl -d "$(caddy postback sign --secret '{env.ITNS_SECRET}' --prefix c \
-      ctransaction=SALE ctransreceipt=TEST1234 ccustemail=test@example.com)" \
+      ctransaction=SALE ctranreceipt=TEST1234 ccustemail=test@example.com)" \
       https://shop.example.com/itns.php
 
 Values are given as they are meant (not URL-encoded): name=value, split at
