@@ -5,7 +5,7 @@ GO      ?= go
 BIN     ?= ./caddy
 RUN_DIR ?= .run
 
-.PHONY: build run test test-short vet bench clean
+.PHONY: build run test test-short vet stress bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/caddy
@@ -27,6 +27,16 @@ test: vet
 
 test-short: vet
 	$(GO) test -p 1 -short ./...
+
+# The tests that wait for something, STRESS_COUNT times each while three busy
+# loops take the CPUs (scripts/stress.sh). A change to such a test is checked
+# with this before it lands; narrow it with STRESS_PKGS and STRESS_RUN:
+#   make stress STRESS_PKGS=./delivery STRESS_RUN='TestBreaker'
+# $(value ...): a -run regexp may hold a $ that make must not expand.
+STRESS_COUNT ?= 30
+stress:
+	@GO=$(GO) BIN=$(BIN) STRESS_COUNT='$(value STRESS_COUNT)' STRESS_PKGS='$(value STRESS_PKGS)' \
+		STRESS_RUN='$(value STRESS_RUN)' STRESS_FLAGS='$(value STRESS_FLAGS)' ./scripts/stress.sh
 
 # The edge against plain Caddy and nginx on loopback (wrk, nginx-light), then
 # the Go benchmarks; prints a Markdown report (see BENCHMARKS.md). Options as

@@ -191,6 +191,7 @@ func (a *App) configure(e *pooledEngine) error {
 		return fmt.Errorf("postback: %w", err)
 	}
 	e.SetSensitive(a.sensitive.Match)
+	e.configuredBy.Store(a)
 	return nil
 }
 
@@ -225,7 +226,9 @@ func (a *App) Stop() error {
 	if find == nil {
 		find = runningApp
 	}
-	if running := find(); running != nil && running != a && running.dir == a.dir {
+	// Only when this app's config is the engine's: after a successful
+	// reload the new config's already is.
+	if running := find(); running != nil && running != a && e.configuredBy.Load() == a {
 		if err := running.configure(e); err != nil {
 			a.logger.Error("restoring the running config's destinations", zap.Error(err))
 		}

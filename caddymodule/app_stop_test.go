@@ -108,24 +108,9 @@ func TestEnqueueWaitsForStart(t *testing.T) {
 // dropped would otherwise stay pending while the old routes enqueue to it).
 func TestFailedReloadRestoresTheRunningDestinations(t *testing.T) {
 	dir := t.TempDir()
-	start := func(dins ...string) *App {
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		t.Cleanup(cancel)
-		a := &App{StorageDir: dir, Destinations: map[string]*Destination{}}
-		for _, din := range dins {
-			a.Destinations[din] = &Destination{URL: "https://127.0.0.1:9/" + din}
-		}
-		if err := a.Provision(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	running := start("1001", "1002")
+	running := startAppWith(t, dir, "1001", "1002")
 	t.Cleanup(func() { _ = running.Stop() })
-	failed := start("1001") // the reload's config, which drops 1002
+	failed := startAppWith(t, dir, "1001") // the reload's config, which drops 1002
 	if got := failed.engine.Load().DINs(); len(got) != 1 {
 		t.Fatalf("the new config's Start left DINs %v", got)
 	}
@@ -136,4 +121,39 @@ func TestFailedReloadRestoresTheRunningDestinations(t *testing.T) {
 	if got := running.engine.Load().DINs(); len(got) != 2 || got[0] != "1001" || got[1] != "1002" {
 		t.Errorf("after the failed reload the engine delivers %v, want the running config's [1001 1002]", got)
 	}
+}
+
+// After a successful reload the old config's Stop leaves the new config's
+// destinations alone.
+func TestSuccessfulReloadKeepsTheNewDestinations(t *testing.T) {
+	dir := t.TempDir()
+	old := startAppWith(t, dir, "1001", "1002")
+	cur := startAppWith(t, dir, "1001")
+	t.Cleanup(func() { _ = cur.Stop() })
+	old.running = func() *App { return cur } // Caddy has switched to the new config
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cur.engine.Load().DINs(); len(got) != 1 || got[0] != "1001" {
+		t.Errorf("after the old config stopped the engine delivers %v, want the new config's [1001]", got)
+	}
+}
+
+// startAppWith starts a postback app on dir with the DINs given (on a
+// dead address: nothing is enqueued), as one config of a reload would.
+func startAppWith(t *testing.T, dir string, dins ...string) *App {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	a := &App{StorageDir: dir, Destinations: map[string]*Destination{}}
+	for _, din := range dins {
+		a.Destinations[din] = &Destination{URL: "https://127.0.0.1:9/" + din}
+	}
+	if err := a.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

@@ -77,7 +77,7 @@ signature field appended (<prefix>verify, or sha_sign for --algorithm
 digistore24), so an endpoint behind itns_verify can be tested:
 
   curl -d "$(caddy postback sign --secret '{env.ITNS_SECRET}' --prefix c \
-      ctransaction=SALE ctransreceipt=TEST1234 ccustemail=test@example.com)" \
+      ctransaction=SALE ctranreceipt=TEST1234 ccustemail=test@example.com)" \
       https://shop.example.com/itns.php
 
 With --format clickbank_json it prints what ClickBank INS 6.0+ posts

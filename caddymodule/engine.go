@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -27,6 +28,8 @@ type pooledEngine struct {
 	keyID  string
 	store  *storage.Store
 	logger *zap.Logger
+	// configuredBy is the app whose destinations the engine runs.
+	configuredBy atomic.Pointer[App]
 }
 
 func loadEngine(dir string, key []byte, retention caddy.Duration, logger *zap.Logger, m *Metrics) (*pooledEngine, error) {

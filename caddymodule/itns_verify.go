@@ -267,7 +267,7 @@ func (v *ITNSVerify) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		}
 	}
 	// A counter, not an Info line: a log write per notification cost ~3 % of
-	// the chain's CPU (BENCHMARKS.md), and a rotation is watched per secret.
+	// the chain's CPU (docs/performance-history.md), and a rotation is watched per secret.
 	if idx >= 0 && idx < len(v.verified) {
 		v.verified[idx].Inc()
 	}

@@ -68,7 +68,7 @@ func (m *Metrics) collectors() []prometheus.Collector {
 // depthCollector sets the queue-depth gauge from the open stores when it is
 // scraped. Setting it on every enqueue and every finished delivery cost an
 // index seek per DIN (store.Stats) on the request path: about 5 % of the
-// chain's CPU in `make bench` (BENCHMARKS.md).
+// chain's CPU in `make bench` (docs/performance-history.md).
 type depthCollector struct{ g *prometheus.GaugeVec }
 
 func (c depthCollector) Describe(ch chan<- *prometheus.Desc) { c.g.Describe(ch) }

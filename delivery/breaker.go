@@ -18,7 +18,7 @@ const (
 // Why: without it a dead partner costs one attempt and one rewritten record
 // per pending delivery per retry round. With a large backlog that keeps the
 // store compacting (the memory of a million pending deliveries was Badger's
-// table builders, BENCHMARKS.md), and keeps hammering a partner that is down.
+// table builders, docs/performance-history.md), and keeps hammering a partner that is down.
 //
 // Held deliveries are not forgotten: once one has waited the sum of its
 // retry schedule's delays past its due time, and a probe has failed since it

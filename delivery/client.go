@@ -43,7 +43,7 @@ func NewClient(extraCAsPEM []byte) (*http.Client, error) {
 		// (≤ Concurrency, under MaxIdleConnsPerHost). Go's HTTP/2 client
 		// multiplexes them over one connection at a higher CPU cost; against
 		// a local HTTPS sink it drained about 27 % slower at concurrency 4 and
-		// 16 alike (BENCHMARKS.md). A custom TLS config leaves h2 off unless
+		// 16 alike (docs/performance-history.md). A custom TLS config leaves h2 off unless
 		// ForceAttemptHTTP2 is set.
 		ForceAttemptHTTP2:      false,
 		MaxIdleConns:           256,

@@ -118,9 +118,9 @@ func CheckURL(u *url.URL, insecure bool) error {
 		if insecure {
 			return nil
 		}
-		return fmt.Errorf("url %s: destinations must use https:// (insecure_http allows http:// for tests)", RedactURL(u))
+		return fmt.Errorf("url %s: destinations must use https:// (insecure_http allows http:// for tests)", redactURL(u))
 	default:
-		return fmt.Errorf("url %s: scheme must be https", RedactURL(u))
+		return fmt.Errorf("url %s: scheme must be https", redactURL(u))
 	}
 }
 
@@ -179,8 +179,8 @@ func CheckBreaker(threshold int, maxProbe time.Duration) error {
 	return nil
 }
 
-// RedactURL drops credentials and the query from a URL, for messages.
-func RedactURL(u *url.URL) string {
+// redactURL drops credentials and the query from a URL, for messages.
+func redactURL(u *url.URL) string {
 	c := *u
 	c.User = nil
 	c.RawQuery = ""

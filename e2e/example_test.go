@@ -8,6 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,11 +75,20 @@ func TestMakeRunDemo(t *testing.T) {
 	})
 	started = true
 
+	checkBannerMatchesREADME(t, logs.String(), runDir)
+
 	signed := strings.TrimSpace(string(runCLI(t, "postback", "sign", "--secret", "demo-secret", "transaction=SALE",
-		"prodid=1707", "custemail=anna@example.com", "custfullname=Anna Muster", fmt.Sprintf("transtime=%d", time.Now().Unix()))))
+		"tranreceipt=DEMO0001", "prodid=1707", "custemail=anna@example.com", "custfullname=Anna Muster",
+		fmt.Sprintf("transtime=%d", time.Now().Unix()))))
 	const form = "application/x-www-form-urlencoded"
 	if a := do(t, client, "POST", "http://127.0.0.1:8080/itns.php", form, signed); a.Status != 200 || a.Body != "OK\n" {
 		t.Errorf("signed ITNS post: %s\n%s", a, logs)
+	}
+	// itns.php reads AffiliCon's field names: the receipt it logs is the one
+	// signed, not "" (it was, when the README signed "transreceipt").
+	if b, err := os.ReadFile(filepath.Join(runDir, "legacy-data", "itns.log")); err != nil ||
+		!strings.Contains(string(b), `"receipt":"DEMO0001"`) || !strings.Contains(string(b), `"name":"Anna Muster"`) {
+		t.Errorf("itns.log does not show the notification as signed (%v):\n%s", err, b)
 	}
 	if a := do(t, client, "POST", "http://127.0.0.1:8080/itns.php", form, "transaction=SALE&prodid=1707"); a.Status != 403 {
 		t.Errorf("unsigned ITNS post: %s", a)
@@ -150,4 +162,75 @@ func runCLI(t *testing.T, args ...string) []byte {
 		t.Fatalf("caddy %s: %v\n%s", strings.Join(args, " "), err, stderr)
 	}
 	return out
+}
+
+// checkBannerMatchesREADME compares what `make run` prints with README's
+// Quick start: the same commands (comments and sample output aside) and the
+// same URLs, so that neither tells the user to run or open what the other
+// does not.
+func checkBannerMatchesREADME(t *testing.T, logs, runDir string) {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick, _, _ := strings.Cut(string(readme)[strings.Index(string(readme), "It prints what to try"):], "`make test` needs")
+	fence := strings.Index(quick, "```console\n")
+	if fence < 0 {
+		t.Fatal("README Quick start: no console block after \"It prints what to try\"")
+	}
+	block, _, _ := strings.Cut(quick[fence+len("```console\n"):], "```")
+	var readmeCmds []string
+	for _, c := range joinContinued(strings.Split(block, "\n")) {
+		if cmd, ok := strings.CutPrefix(c, "$ "); ok && !strings.HasPrefix(cmd, "#") {
+			readmeCmds = append(readmeCmds, cmd)
+		}
+	}
+
+	start := strings.Index(logs, "Try, in another shell:")
+	end := strings.Index(logs, "The report page is at")
+	if start < 0 || end < start {
+		t.Fatalf("the demo printed no banner:\n%s", logs)
+	}
+	banner := strings.NewReplacer(caddyBin, "./caddy", runDir, ".run").Replace(logs[start:end])
+	var bannerCmds []string
+	for _, c := range joinContinued(strings.Split(banner, "\n")[1:]) {
+		if strings.HasPrefix(c, "  ") && !strings.HasPrefix(strings.TrimSpace(c), "#") {
+			bannerCmds = append(bannerCmds, strings.TrimSpace(c))
+		}
+	}
+	if strings.Join(readmeCmds, "\n") != strings.Join(bannerCmds, "\n") {
+		t.Errorf("README Quick start and the `make run` banner differ:\nREADME:\n%s\nbanner:\n%s",
+			strings.Join(readmeCmds, "\n"), strings.Join(bannerCmds, "\n"))
+	}
+
+	url := regexp.MustCompile(`https?://[^\s'"<>)]+`)
+	reportLine, _, _ := strings.Cut(logs[end:], "\n")
+	if r, b := url.FindAllString(quick, -1), url.FindAllString(logs[start:end]+reportLine, -1); strings.Join(uniq(r), " ") != strings.Join(uniq(b), " ") {
+		t.Errorf("README Quick start names the URLs %v, the `make run` banner %v", uniq(r), uniq(b))
+	}
+}
+
+// joinContinued joins shell lines ending in a backslash with the next and
+// collapses runs of white space, so that indentation does not count.
+func joinContinued(lines []string) []string {
+	var out []string
+	cur := ""
+	for _, l := range lines {
+		cur += l
+		if strings.HasSuffix(cur, "\\") {
+			cur = strings.TrimSuffix(cur, "\\") + " "
+			continue
+		}
+		lead := cur[:len(cur)-len(strings.TrimLeft(cur, " "))]
+		out = append(out, lead+strings.Join(strings.Fields(cur), " "))
+		cur = ""
+	}
+	return out
+}
+
+// uniq returns the sorted distinct strings of s.
+func uniq(s []string) []string {
+	sort.Strings(s)
+	return slices.Compact(s)
 }

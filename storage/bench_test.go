@@ -69,7 +69,7 @@ func BenchmarkEnqueue(b *testing.B) {
 		payload[i] = 'a' + byte(i%26)
 	}
 	// sync=none and sync=logmodel are not durable: they measure what limits
-	// group commit (BENCHMARKS.md). none: Badger without any sync, the
+	// group commit (docs/performance-history.md). none: Badger without any sync, the
 	// ceiling of anything built on its write path. logmodel: Badger unsynced
 	// plus one 16 KiB write + fdatasync of a separate, preallocated file per
 	// group commit: the I/O of a write-ahead log of our own (without its

@@ -25,7 +25,7 @@ import (
 // so Badger's flushes and compactions touch only their newest end. Schema 1
 // also kept a per-DIN index (i) and an expiry index (x) of every record; each
 // memtable flush then spanned both indexes, and every compaction into the
-// base level rewrote their whole history (BENCHMARKS.md, section 2). Lists
+// base level rewrote their whole history (docs/performance-history.md, section 2). Lists
 // filter the records instead, and Purge walks them from the oldest.
 const (
 	pfxDelivery = 'd'

@@ -24,7 +24,7 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 )
 
-// The soak tests produce the numbers in BENCHMARKS.md ("Storage tuning"). They take minutes and a
+// The soak tests produce the numbers in docs/performance-history.md ("Storage tuning"). They take minutes and a
 // few GiB of disk, so they only run with STORAGE_SOAK=1:
 //
 //	STORAGE_SOAK=1 go test -p 1 -run 'TestSoak' -v -timeout 60m ./storage

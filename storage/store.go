@@ -17,7 +17,7 @@ import (
 )
 
 // Options configure Open. Only Dir is required; the tuning knobs default to
-// values measured for a small sidecar (see BENCHMARKS.md, "Storage tuning").
+// values measured for a small sidecar (docs/performance-history.md, "Storage tuning").
 type Options struct {
 	Dir           string
 	EncryptionKey []byte        // nil, or 32 bytes: AES-256 at rest (Badger's encryption)
@@ -55,7 +55,7 @@ type Options struct {
 	Clock func() time.Time
 
 	// syncPerBatch selects SyncWrites=false plus one db.Sync per group commit
-	// instead of Badger's SyncWrites. It measured no faster (BENCHMARKS.md) and
+	// instead of Badger's SyncWrites. It measured no faster (docs/performance-history.md) and
 	// leaves a window in which a concurrent value-log GC write could rotate
 	// the memtable before our Sync, so it is kept for benchmarks only.
 	syncPerBatch bool
@@ -186,7 +186,7 @@ func Open(opts Options) (*Store, error) {
 		// the part of it that its keys span; a 2 MiB base level (Badger's
 		// default is 10) keeps each such burst short, which is what sets the
 		// request path's tail latency on a store that has grown
-		// (BENCHMARKS.md, section 2).
+		// (docs/performance-history.md, section 2).
 		WithBaseLevelSize(2 << 20).
 		WithBlockCacheSize(opts.BlockCacheSize).
 		WithIndexCacheSize(opts.IndexCacheSize).
