@@ -29,6 +29,10 @@ func TestValidateNamesTheLine(t *testing.T) {
 			[]string{`"variables":["PB_E2E_SENDERS"],"file":"` + path + `","line":3`, `expands to nothing`}},
 		"item code": {"{\n\tpostback {\n\t\tdestination 1001 {\n\t\t\turl https://127.0.0.1:9/\n\t\t\titem_code éab\n\t\t}\n\t}\n}\n", nil,
 			[]string{`item_code \"éab\": must be 4 visible ASCII characters`, "Caddyfile:5"}},
+		"clickbank_json with a prefix": {":8080 {\n\titns_verify {\n\t\tformat clickbank_json\n\t\tsecret {env.PB_E2E_SECRET}\n\t\tprefix c\n\t}\n\trespond OK\n}\n",
+			[]string{"PB_E2E_SECRET=s"}, []string{`format clickbank_json has no field prefix (\"c\")`, "Caddyfile:5"}},
+		"digistore24 with max_age": {":8080 {\n\titns_verify {\n\t\tsecret {env.PB_E2E_SECRET}\n\t\tmax_age 15m\n\t\talgorithm digistore24\n\t}\n\trespond OK\n}\n",
+			[]string{"PB_E2E_SECRET=s"}, []string{`algorithm digistore24: max_age cannot be checked`, "Caddyfile:5"}},
 	} {
 		if err := os.WriteFile(path, []byte(c.caddyfile), 0o600); err != nil {
 			t.Fatal(err)

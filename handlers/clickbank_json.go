@@ -17,14 +17,6 @@ import (
 	"unicode/utf8"
 )
 
-// Reasons of the ClickBank JSON format (with ReasonContentType,
-// ReasonMalformed, ReasonBodyTooLarge, ReasonStale, ReasonFuture and
-// ReasonTimeMissing).
-const (
-	ReasonDecryptFailed    = "decrypt_failed"     // no configured secret decrypts it to a JSON object
-	ReasonNotANotification = "not_a_notification" // a JSON object without receipt and transactionType
-)
-
 // ClickBank's JSON members that identify a notification.
 const (
 	cbReceipt         = "receipt"

@@ -1,5 +1,7 @@
 // Package handlers holds the request-path logic of caddy-postback: sender
-// allowlist, method policy, body capture, ITNS signatures and deny decisions.
+// allowlist, method policy, body capture, the senders' checks behind one
+// Verifier (ITNS / ClickBank / JVZoo forms, ClickBank's encrypted JSON,
+// Digistore24) and deny decisions.
 // It depends on the standard library only, so it is tested without Caddy.
 package handlers
 
@@ -13,7 +15,7 @@ const (
 	ReasonIP                = "ip"                 // sender not in the allowlist
 	ReasonBodyTooLarge      = "body_too_large"     // body over max_body
 	ReasonBodyUnreadable    = "body_unreadable"    // client went away or sent a broken body
-	ReasonContentType       = "content_type"       // not application/x-www-form-urlencoded
+	ReasonContentType       = "content_type"       // not the scheme's content type (a form; clickbank_json: JSON)
 	ReasonMalformed         = "malformed"          // body does not parse as a form
 	ReasonDuplicateField    = "duplicate_field"    // a field name occurs twice
 	ReasonTooManyFields     = "too_many_fields"    // more fields than PHP's max_input_vars keeps
@@ -23,6 +25,8 @@ const (
 	ReasonFuture            = "future"             // transtime too far in the future
 	ReasonTimeMissing       = "transtime_missing"  // max_age set but transtime absent or not a number
 	ReasonReplayInFlight    = "replay_in_flight"   // same notification still being processed
+	ReasonDecryptFailed     = "decrypt_failed"     // clickbank_json: no secret decrypts it to a JSON object
+	ReasonNotANotification  = "not_a_notification" // clickbank_json: a JSON object without receipt and transactionType
 )
 
 // Denial is a decision to refuse a request. It is an error so that callers
