@@ -69,8 +69,8 @@ func cbE2ENotification(receipt string, at time.Time, attempt int) string {
 		"transactionTime": at.Format(time.RFC3339), "receipt": receipt, "transactionType": "SALE",
 		"vendor": "e2eshop", "affiliate": "", "role": "VENDOR", "totalAccountAmount": 19.95, "currency": "EUR",
 		"lineItems": []any{map[string]any{"itemNo": "1", "productTitle": "Guide – 2nd edition", "quantity": 1}},
-		"customer": map[string]any{"billing": map[string]any{"fullName": "Jürgen Müller", "email": "jm%40example.com"}},
-		"version":  8.0, "attemptCount": attempt,
+		"customer":  map[string]any{"billing": map[string]any{"fullName": "Jürgen Müller", "email": "jm%40example.com"}},
+		"version":   8.0, "attemptCount": attempt,
 	})
 	return string(b)
 }
@@ -127,7 +127,7 @@ func TestPHPClickBankJSON(t *testing.T) {
 
 	for _, c := range []struct {
 		name, ct, body, want string
-		status           int
+		status               int
 	}{
 		{"another key", jsonType, runSignCLI(t, "guessed", cbE2ENotification("E2ECB003", now, 1), "--format", "clickbank_json"), "refused: decrypt_failed", 403},
 		{"stale", jsonType, runSignCLI(t, cbSecret, cbE2ENotification("E2ECB004", now.Add(-time.Hour), 1), "--format", "clickbank_json"), "refused: stale", 403},
