@@ -12,8 +12,9 @@ import (
 )
 
 const (
-	cbSecret   = "e2e-clickbank-KEY"
-	ds24Secret = "e2e-digistore24 pass – ü"
+	cbSecret    = "e2e-clickbank-KEY"
+	ds24Secret  = "e2e-digistore24 pass – ü"
+	jvzooSecret = "e2e-jvzoo-KEY"
 )
 
 // sendersConfig puts the unchanged clickbank_ins.php (ClickBank INS 6.0+,
@@ -56,6 +57,20 @@ route /digistore24_ipn.php {
 		env DIGISTORE24_PASSPHRASE {env.E2E_DS24_SECRET}
 	}
 }
+route /jvzipn.php {
+	postback_filter {
+		allow 127.0.0.1
+	}
+	itns_verify {
+		secret {env.E2E_JVZOO_SECRET}
+		prefix c
+		dedupe 24h
+	}
+	secondary_post 1001
+	php_fastcgi ` + php + ` {
+		env JVZOO_SECRET {env.E2E_JVZOO_SECRET}
+	}
+}
 handle_errors {
 	respond "refused: {postback.deny_reason}" {err.status_code}
 }`}},
@@ -86,7 +101,7 @@ func TestPHPClickBankJSON(t *testing.T) {
 	dest := newSink(t, dir, 0)
 	port := testutil.FreePort(t)
 	startCaddy(t, dir, sendersConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
-		"E2E_CB_SECRET="+cbSecret, "E2E_DS24_SECRET="+ds24Secret)
+		"E2E_CB_SECRET="+cbSecret, "E2E_DS24_SECRET="+ds24Secret, "E2E_JVZOO_SECRET="+jvzooSecret)
 	endpoint := fmt.Sprintf("http://127.0.0.1:%d/clickbank_ins.php", port)
 	client := &http.Client{Timeout: 15 * time.Second}
 	const jsonType = "application/json"
@@ -170,7 +185,7 @@ func TestPHPDigistore24(t *testing.T) {
 	dest := newSink(t, dir, 0)
 	port := testutil.FreePort(t)
 	startCaddy(t, dir, sendersConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
-		"E2E_CB_SECRET="+cbSecret, "E2E_DS24_SECRET="+ds24Secret)
+		"E2E_CB_SECRET="+cbSecret, "E2E_DS24_SECRET="+ds24Secret, "E2E_JVZOO_SECRET="+jvzooSecret)
 	endpoint := fmt.Sprintf("http://127.0.0.1:%d/digistore24_ipn.php", port)
 	client := &http.Client{Timeout: 15 * time.Second}
 
@@ -211,4 +226,45 @@ func TestPHPDigistore24(t *testing.T) {
 	}
 	figures(t, "php-digistore24: accepted=1 replayed=1 refused=3 php_calls=%d destination_requests=%d",
 		php.calls(t, "digistore24_ipn"), len(dest.requests()))
+}
+
+// A JVZoo JVZIPN notification (the ClickBank-compatible sorted scheme,
+// prefix c) signed by `caddy postback sign` passes the unchanged jvzipn.php,
+// which checks cverify as JVZoo's sample does; a replay is answered from the
+// first answer, a forged one never reaches PHP.
+func TestPHPJVZoo(t *testing.T) {
+	php := startPHP(t)
+	dir := t.TempDir()
+	dest := newSink(t, dir, 0)
+	port := testutil.FreePort(t)
+	startCaddy(t, dir, sendersConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
+		"E2E_CB_SECRET="+cbSecret, "E2E_DS24_SECRET="+ds24Secret, "E2E_JVZOO_SECRET="+jvzooSecret)
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d/jvzipn.php", port)
+	client := &http.Client{Timeout: 15 * time.Second}
+
+	body := runSignCLI(t, jvzooSecret, "", "--prefix", "c", "ccustname=Jürgen Müller", "ccustemail=jm@example.com",
+		"cproditem=1707", "cprodtitle=Guide – 2nd edition", "ctransaction=SALE", "ctransreceipt=JVZE2E01",
+		"ctransamount=19.95", "ctransaffiliate=")
+	first := do(t, client, http.MethodPost, endpoint, formContent, body)
+	if first.Status != http.StatusOK || first.Body != "OK" {
+		t.Fatalf("genuine: %s", first)
+	}
+	recs := php.records(t, "jvzipn")
+	if len(recs) != 1 || recs[0]["verified"] != true || recs[0]["receipt"] != "JVZE2E01" || recs[0]["customer"] != "Jürgen Müller" {
+		t.Fatalf("jvzipn.php recorded %v", recs)
+	}
+	if r := do(t, client, http.MethodPost, endpoint, formContent, body); r.Status != first.Status || r.Body != first.Body {
+		t.Errorf("replay: %s, want %s", r, first)
+	}
+	forged := runSignCLI(t, "guessed", "", "--prefix", "c", "ccustname=x", "ctransreceipt=JVZE2E02")
+	if r := do(t, client, http.MethodPost, endpoint, formContent, forged); r.Status != http.StatusForbidden {
+		t.Errorf("forged: %s, want 403", r)
+	}
+	if n := php.calls(t, "jvzipn"); n != 1 {
+		t.Errorf("jvzipn.php ran %d times, want 1", n)
+	}
+	testutil.WaitFor(t, "the notification at DIN 1001", 30*time.Second, func() bool {
+		b, _ := dest.received()
+		return b[body] > 0
+	})
 }
