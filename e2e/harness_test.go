@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -194,6 +195,23 @@ func (s *sink) requests() []sinkRequest {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]sinkRequest(nil), s.reqs...)
+}
+
+// idsByBody returns, for every distinct body received (answered 2xx), the
+// distinct X-Postback-Ids it came with: one id per body means one delivery
+// per notification, however often at-least-once sent it.
+func (s *sink) idsByBody() map[string][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string][]string{}
+	for id, bs := range s.bodies {
+		for _, b := range bs {
+			if !slices.Contains(out[b], id) {
+				out[b] = append(out[b], id)
+			}
+		}
+	}
+	return out
 }
 
 // received returns every distinct body and the number of requests.

@@ -395,9 +395,14 @@ func TestPHPReplayReachesScriptOnce(t *testing.T) {
 		t.Errorf("itns.php ran %d times after the restart, want 2", n)
 	}
 	time.Sleep(500 * time.Millisecond)
-	bodies, total := dest.received()
-	if total != 2 || bodies[body] != 1 || bodies[body2] != 1 {
-		t.Errorf("DIN 1001 got %d requests (%d distinct), want each notification once", total, len(bodies))
+	// One delivery per notification: no replay made a copy of its own. The
+	// kill -9 may fall between DIN 1001's answer and the edge's record of it;
+	// that copy is then sent again after the restart with the same
+	// X-Postback-Id (at-least-once), which a destination drops by that id.
+	_, total := dest.received()
+	ids := dest.idsByBody()
+	if len(ids) != 2 || len(ids[body]) != 1 || len(ids[body2]) != 1 {
+		t.Errorf("DIN 1001 got %d requests, X-Postback-Ids by body %v; want one delivery per notification", total, ids)
 	}
 	figures(t, "php-replay: notifications=2 copies_sent=%d php_calls=%d destination_requests=%d",
 		3+copies+1, php.calls(t, "itns"), total)
