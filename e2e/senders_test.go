@@ -96,13 +96,7 @@ func cbE2ENotification(receipt string, at time.Time, attempt int) string {
 // first answer; a notification under another key, a stale one or a form
 // never reaches PHP; DIN 1001 gets each accepted body byte for byte.
 func TestPHPClickBankJSON(t *testing.T) {
-	php := startPHP(t)
-	dir := t.TempDir()
-	dest := newSink(t, dir, 0)
-	port := testutil.FreePort(t)
-	startCaddy(t, dir, sendersConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
-		"E2E_CB_SECRET="+cbSecret, "E2E_DS24_SECRET="+ds24Secret, "E2E_JVZOO_SECRET="+jvzooSecret)
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d/clickbank_ins.php", port)
+	php, dest, endpoint := startSenders(t, "clickbank_ins.php")
 	client := &http.Client{Timeout: 15 * time.Second}
 	const jsonType = "application/json"
 
@@ -180,13 +174,7 @@ func TestPHPClickBankJSON(t *testing.T) {
 // the first answer, a tampered IPN in the answer Digistore24 reads, and
 // neither reaches PHP.
 func TestPHPDigistore24(t *testing.T) {
-	php := startPHP(t)
-	dir := t.TempDir()
-	dest := newSink(t, dir, 0)
-	port := testutil.FreePort(t)
-	startCaddy(t, dir, sendersConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
-		"E2E_CB_SECRET="+cbSecret, "E2E_DS24_SECRET="+ds24Secret, "E2E_JVZOO_SECRET="+jvzooSecret)
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d/digistore24_ipn.php", port)
+	php, dest, endpoint := startSenders(t, "digistore24_ipn.php")
 	client := &http.Client{Timeout: 15 * time.Second}
 
 	body := runSignCLI(t, ds24Secret, "", "--algorithm", "digistore24", "event=on_payment", "order_id=E2EDS001",
@@ -233,13 +221,7 @@ func TestPHPDigistore24(t *testing.T) {
 // which checks cverify as JVZoo's sample does; a replay is answered from the
 // first answer, a forged one never reaches PHP.
 func TestPHPJVZoo(t *testing.T) {
-	php := startPHP(t)
-	dir := t.TempDir()
-	dest := newSink(t, dir, 0)
-	port := testutil.FreePort(t)
-	startCaddy(t, dir, sendersConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
-		"E2E_CB_SECRET="+cbSecret, "E2E_DS24_SECRET="+ds24Secret, "E2E_JVZOO_SECRET="+jvzooSecret)
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d/jvzipn.php", port)
+	php, dest, endpoint := startSenders(t, "jvzipn.php")
 	client := &http.Client{Timeout: 15 * time.Second}
 
 	body := runSignCLI(t, jvzooSecret, "", "--prefix", "c", "ccustname=Jürgen Müller", "ccustemail=jm@example.com",
@@ -267,4 +249,17 @@ func TestPHPJVZoo(t *testing.T) {
 		b, _ := dest.received()
 		return b[body] > 0
 	})
+}
+
+// startSenders starts php-cgi, DIN 1001's sink and an edge on sendersConfig,
+// and returns the URL of the script named.
+func startSenders(t *testing.T, script string) (*phpServer, *sink, string) {
+	t.Helper()
+	php := startPHP(t)
+	dir := t.TempDir()
+	dest := newSink(t, dir, 0)
+	port := testutil.FreePort(t)
+	startCaddy(t, dir, sendersConfig(dir+"/store", dest.srv.URL+"/collect", dest.caFile, legacyRoot(t), php.addr, port),
+		"E2E_CB_SECRET="+cbSecret, "E2E_DS24_SECRET="+ds24Secret, "E2E_JVZOO_SECRET="+jvzooSecret)
+	return php, dest, fmt.Sprintf("http://127.0.0.1:%d/%s", port, script)
 }
