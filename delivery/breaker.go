@@ -32,10 +32,11 @@ type breaker struct {
 	wait    time.Duration // before the next probe
 	probeAt time.Time     // when the next probe may start
 	probe   string        // the probe in flight, "" when none
-	// failedStart is when the latest failed attempt started. A held
-	// delivery due after it has not had a probe's chance yet: an attempt
-	// that was already under way when it became due says nothing of it
-	// (TestGiveUpWaitsForAProbeStartedAfterDue).
+	// failedStart is when the latest failed probe started. A held delivery
+	// due after it has not had a probe's chance yet. Only probes count: the
+	// attempts that opened the circuit were made for other deliveries, and
+	// may have started after this one became due when the queue was behind
+	// (TestGiveUpWaitsForAProbeStartedAfterDue, TestGiveUpWaitsForAProbeNotTheOpeningAttempts).
 	failedStart time.Time
 }
 
@@ -64,11 +65,11 @@ func (b *breaker) ended(now time.Time, id string, a answer, dest *Destination, j
 		return true
 	}
 	b.streak++
-	if a.started.After(b.failedStart) {
-		b.failedStart = a.started
-	}
 	switch {
 	case b.open && wasProbe:
+		if a.started.After(b.failedStart) {
+			b.failedStart = a.started
+		}
 		b.wait = min(2*b.wait, dest.BreakerMaxProbe)
 		b.probeAt = now.Add(jittered(b.wait, jitter))
 	case !b.open && dest.BreakerThreshold > 0 && b.streak >= dest.BreakerThreshold:

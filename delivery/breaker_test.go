@@ -16,7 +16,7 @@ func TestBreakerOpensAfterThresholdAndBacksOff(t *testing.T) {
 	}
 	// Nothing sent (a cancelled attempt, a give-up) does not count.
 	b.ended(t0, "x", answer{}, dest, 0)
-	if !b.ended(t0, "x", answer{result: ResultHTTPError, started: t0}, dest, 0) || !b.open || !b.since.Equal(t0) || !b.failedStart.Equal(t0) {
+	if !b.ended(t0, "x", answer{result: ResultHTTPError, started: t0}, dest, 0) || !b.open || !b.since.Equal(t0) || !b.failedStart.IsZero() {
 		t.Fatalf("not open after 3 failures: %+v", b)
 	}
 	if want := t0.Add(DefaultFirstProbe); !b.probeAt.Equal(want) {

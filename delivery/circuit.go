@@ -48,9 +48,8 @@ func (r *runner) dispatchOpen(dest *Destination, dirty bool) bool {
 }
 
 // giveUpBefore is the due time before which held deliveries are given up:
-// they have waited their schedule's span, and an attempt (a probe, or one
-// in flight as the circuit opened) that started after they became due has
-// failed. The second condition keeps a short schedule, or a manual retry of
+// they have waited their schedule's span, and a probe that started after
+// they became due has failed. The second condition keeps a short schedule, or a manual retry of
 // a one-attempt one, from being given up before a probe had its chance.
 func (r *runner) giveUpBefore(dest *Destination) time.Time {
 	t := r.d.now().Add(-dest.holdSpan())

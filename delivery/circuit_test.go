@@ -292,3 +292,33 @@ func TestGiveUpWaitsForAProbeStartedAfterDue(t *testing.T) {
 		t.Errorf("first delivery: %s after %d attempts", got.State, len(got.Attempts))
 	}
 }
+
+// The case TestManualRetryProbesOpenCircuit still hit under load: the
+// queue was behind, so the attempts that opened the circuit started after
+// the later deliveries became due. Those attempts were for other deliveries;
+// the later ones must wait for a probe, not be given up with no attempt.
+func TestGiveUpWaitsForAProbeNotTheOpeningAttempts(t *testing.T) {
+	store := newFakeStore()
+	past := time.Now().Add(-time.Minute) // all due before any attempt starts
+	var ids []string
+	for range 4 {
+		ids = append(ids, store.add("9", "", []byte("a=1"), past, 0))
+	}
+	srv := newSink(t, func(w http.ResponseWriter, r *http.Request, n int) { w.WriteHeader(http.StatusServiceUnavailable) })
+	obs := newRecorder()
+	run(t, store, Options{Observer: obs}, &Destination{DIN: "9", URL: srv.url(t, "/"),
+		Schedule: ms(0), Concurrency: 1, BreakerThreshold: 2, BreakerMaxProbe: time.Hour})
+	waitOpen(t, obs, "9")
+	testutil.WaitFor(t, "the two opening attempts recorded", 5*time.Second, func() bool {
+		return store.count(storage.StateFailed) == 2
+	})
+	time.Sleep(100 * time.Millisecond) // a give-up would follow the opening at once
+	for _, id := range ids {
+		if d := store.get(id); d.State == storage.StateFailed && len(d.Attempts) == 0 {
+			t.Errorf("%s given up with no attempt while no probe had been sent", id)
+		}
+	}
+	if p := store.count(storage.StatePending); p != 2 {
+		t.Errorf("%d pending, want the two held for a probe", p)
+	}
+}
