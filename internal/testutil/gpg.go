@@ -54,6 +54,14 @@ func NewGPG(t testing.TB) *GPG {
 	if err := os.MkdirAll(g.Home, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// gpg starts the agent from the path it was built with; a gpg unpacked
+	// elsewhere (.ci/run without root) has its agent beside it.
+	if agent := filepath.Join(filepath.Dir(g.Bin), "gpg-agent"); isFile(agent) {
+		conf := "agent-program " + agent + "\n"
+		if err := os.WriteFile(filepath.Join(g.Home, "gpg.conf"), []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(g.Close)
 	return g
 }
@@ -166,4 +174,9 @@ func (g *GPG) Decrypt(t testing.TB, file string) (plain []byte, status string) {
 		t.Fatalf("gpg --decrypt %s: %v", file, err)
 	}
 	return out, string(errb)
+}
+
+func isFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
