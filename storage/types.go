@@ -51,6 +51,9 @@ type Delivery struct {
 	HasPayload  bool      `json:"has_payload"`          // false once delivered or spooled
 	SpoolFile   string    `json:"spool_file,omitempty"` // set when spooled
 	LastError   string    `json:"last_error,omitempty"` // e.g. a spool write error
+	// Node is the edge that holds the delivery, in a fleet's history;
+	// empty in an edge's own store.
+	Node string `json:"node,omitempty"`
 }
 
 // LastAttempt returns the most recent attempt, if any.
@@ -84,6 +87,9 @@ type Filter struct {
 	Until  time.Time // created before
 	Limit  int       // default 50, at most 1000
 	Cursor string    // from a previous page
+	// Node selects one edge's deliveries in a fleet's history; an edge's
+	// own store holds only its own and ignores it.
+	Node string
 }
 
 // DINStats are the counts for one destination.
