@@ -3,10 +3,14 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/postbackedge/caddy-postback/delivery"
+	"github.com/postbackedge/caddy-postback/fleet"
 	"github.com/postbackedge/caddy-postback/report"
+	"github.com/postbackedge/caddy-postback/storage"
 )
 
 func init() {
@@ -79,8 +83,30 @@ func (a *App) source() (report.Source, error) {
 		return nil, &report.Error{Status: http.StatusServiceUnavailable, Err: errNotStarted,
 			Message: "the postback app has not started (yet)"}
 	}
+	if f := a.fleet.Load(); f != nil {
+		return fleetSource{Engine: e.Engine, history: f.History()}, nil
+	}
 	return e.Engine, nil
 }
+
+// fleetSource is what the report reads in a fleet: the fleet's history,
+// and this edge's destinations, circuits and retries.
+type fleetSource struct {
+	*delivery.Engine
+	history fleet.History
+}
+
+func (s fleetSource) Stats() (map[string]storage.DINStats, error) { return s.history.Stats() }
+
+func (s fleetSource) Hourly(since time.Time) ([]storage.HourBucket, error) {
+	return s.history.Hourly(since)
+}
+
+func (s fleetSource) List(f storage.Filter) ([]storage.Delivery, string, error) {
+	return s.history.List(f)
+}
+
+func (s fleetSource) Get(id string) (storage.Delivery, error) { return s.history.Get(id) }
 
 // Interface guards.
 var (

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/exp/zapslog"
 
 	"github.com/postbackedge/caddy-postback/delivery"
+	"github.com/postbackedge/caddy-postback/fleet"
 	"github.com/postbackedge/caddy-postback/handlers"
 	"github.com/postbackedge/caddy-postback/storage"
 )
@@ -43,6 +44,8 @@ type App struct {
 	// Redact lists extra field names whose values must never be shown,
 	// besides the built-in card and password names.
 	Redact []string `json:"redact,omitempty"`
+	// Cluster joins a fleet of edges on NATS JetStream; see Cluster.
+	Cluster *Cluster `json:"cluster,omitempty"`
 
 	ctx     caddy.Context
 	logger  *zap.Logger
@@ -62,6 +65,9 @@ type App struct {
 	started chan struct{}
 	// running finds the app of the config Caddy runs (runningApp; tests).
 	running func() *App
+	// fleetOpts is set with Cluster; fleet by Start.
+	fleetOpts *fleet.Options
+	fleet     atomic.Pointer[fleet.Fleet]
 }
 
 // CaddyModule returns the Caddy module information.
@@ -113,6 +119,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.dests[din] = built
 	}
 	a.sensitive = handlers.NewSensitive(a.Redact...)
+	if a.Cluster != nil {
+		o, err := a.Cluster.options(repl, a.key)
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		o.Logger = slogFor(a.logger.Named("fleet"))
+		o.Retention = time.Duration(a.Retention)
+		a.fleetOpts = &o
+	}
 	if a.metrics, err = loadMetrics(ctx); err != nil {
 		return err
 	}
@@ -164,12 +179,21 @@ func (a *App) Start() error {
 		a.logger.Warn("postback store is not encrypted at rest: queued payloads (card numbers, passwords) are stored in clear; set encryption_key",
 			zap.String("storage_dir", a.dir))
 	}
+	if a.fleetOpts != nil {
+		f, err := loadFleet(*a.fleetOpts)
+		if err != nil {
+			return err
+		}
+		a.fleet.Store(f)
+	}
 	e, err := loadEngine(a.dir, a.key, a.Retention, a.logger, a.metrics)
 	if err != nil {
+		a.releaseFleet()
 		return err
 	}
 	if err := a.configure(e); err != nil {
 		_, _ = enginePool.Delete(a.dir)
+		a.releaseFleet()
 		return err
 	}
 	a.engine.Store(e)
@@ -179,7 +203,11 @@ func (a *App) Start() error {
 		// it sees the destination from the start; an existing value stays.
 		a.metrics.CircuitOpen.WithLabelValues(din)
 	}
-	a.logger.Info("postback started", zap.String("storage_dir", a.dir), zap.Strings("destinations", a.DINs()))
+	fields := []zap.Field{zap.String("storage_dir", a.dir), zap.Strings("destinations", a.DINs())}
+	if a.fleetOpts != nil {
+		fields = append(fields, zap.String("node", a.fleetOpts.Node), zap.Strings("nats", a.fleetOpts.Servers))
+	}
+	a.logger.Info("postback started", fields...)
 	return nil
 }
 
@@ -191,6 +219,12 @@ func (a *App) configure(e *pooledEngine) error {
 		return fmt.Errorf("postback: %w", err)
 	}
 	e.SetSensitive(a.sensitive.Match)
+	if f := a.fleet.Load(); f != nil {
+		e.records.set(f.Records())
+		f.SetLocal(e.Engine)
+	} else {
+		e.records.set(nil)
+	}
 	e.configuredBy.Store(a)
 	return nil
 }
@@ -226,15 +260,34 @@ func (a *App) Stop() error {
 	if find == nil {
 		find = runningApp
 	}
-	// Only when this app's config is the engine's: after a successful
-	// reload the new config's already is.
-	if running := find(); running != nil && running != a && e.configuredBy.Load() == a {
+	// Only when the running config shares this engine (same storage_dir) and
+	// this app's config is the engine's: after a successful reload the new
+	// config's already is, and an engine of another storage_dir is not ours
+	// to configure.
+	if running := find(); running != nil && running != a && running.engine.Load() == e && e.configuredBy.Load() == a {
 		if err := running.configure(e); err != nil {
 			a.logger.Error("restoring the running config's destinations", zap.Error(err))
 		}
 	}
+	if f := a.fleet.Load(); f != nil {
+		// Before the store may close: the fleet keeps this edge's last
+		// counts while it is away.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := f.PublishSnapshot(ctx); err != nil {
+			a.logger.Warn("cluster: last stats snapshot not published", zap.Error(err))
+		}
+		cancel()
+	}
 	_, err := enginePool.Delete(a.dir)
+	a.releaseFleet()
 	return err
+}
+
+// releaseFleet gives up this config's hold on the fleet connection.
+func (a *App) releaseFleet() {
+	if a.fleet.Load() != nil {
+		_, _ = fleetPool.Delete(poolKey(*a.fleetOpts))
+	}
 }
 
 // runningApp is the postback app of the config Caddy is running, or nil.
@@ -269,15 +322,31 @@ func (a *App) Store() *storage.Store {
 	return nil
 }
 
-// ReplayStore gives itns_verify's dedupe the app's store; it resolves the
-// store on each call because handlers are provisioned before Start.
+// ReplayStore gives itns_verify's dedupe the app's store, or the fleet's
+// bucket with cluster; it resolves it on each call because handlers are
+// provisioned before Start.
 func (a *App) ReplayStore() handlers.ReplayStore {
-	return storeReplay(func() *storage.Store {
-		if e := a.awaitEngine(context.Background()); e != nil {
-			return e.store
+	return lazyReplay{open: func() handlers.ReplayStore {
+		e := a.awaitEngine(context.Background())
+		if e == nil {
+			return nil
 		}
-		return nil
-	})
+		if f := a.fleet.Load(); f != nil {
+			return f.ReplayStore()
+		}
+		if a.fleetOpts != nil {
+			return nil
+		}
+		return badgerReplay{e.store}
+	}}
+}
+
+// ReplayOwner: see replayStoreProvider.
+func (a *App) ReplayOwner() string {
+	if a.Cluster != nil {
+		return ""
+	}
+	return processID
 }
 
 // startWait bounds how long a request waits for the app to start: Caddy

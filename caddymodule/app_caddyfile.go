@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -36,6 +37,7 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //		encryption_key <64 hex chars | base64>
 //		retention      <duration>
 //		redact         <field>...
+//		cluster { ... }
 //		destination <din> {
 //			url            <https://...>
 //			method         POST|GET
@@ -54,6 +56,7 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //	}
 //
 // redact, destination and header are repeatable; other options are not.
+// The cluster block is unmarshalCluster's.
 // Values are checked with the rules provision uses, placeholders known at
 // load time resolved, so that an error names its line.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -62,6 +65,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	opts := newOptionSet("redact", "destination")
+	var clusterTok caddyfile.Token
 	for d.NextBlock(0) {
 		if err := opts.once(d); err != nil {
 			return err
@@ -120,9 +124,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.Destinations = make(map[string]*Destination)
 			}
 			a.Destinations[din] = dest
+		case "cluster":
+			tok := d.Token()
+			c, err := unmarshalCluster(d)
+			if err != nil {
+				return err
+			}
+			a.Cluster, clusterTok = c, tok
 		default:
 			return d.Errf("unrecognized postback option %q", d.Val())
 		}
+	}
+	if a.Cluster != nil && a.EncryptionKey == "" {
+		return errAt(clusterTok, errors.New("cluster needs encryption_key: nothing may be in clear on NATS's disks"))
 	}
 	return nil
 }

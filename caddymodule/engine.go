@@ -30,6 +30,29 @@ type pooledEngine struct {
 	logger *zap.Logger
 	// configuredBy is the app whose destinations the engine runs.
 	configuredBy atomic.Pointer[App]
+	// records is where the store's records go besides the store: the
+	// fleet's history with cluster, nowhere without.
+	records recordSwitch
+}
+
+// recordSwitch is a delivery.RecordSink that a config (re)load can point
+// at a fleet, or at nothing, while the engine runs.
+type recordSwitch struct {
+	sink atomic.Pointer[delivery.RecordSink]
+}
+
+func (s *recordSwitch) set(sink delivery.RecordSink) {
+	if sink == nil {
+		s.sink.Store(nil)
+		return
+	}
+	s.sink.Store(&sink)
+}
+
+func (s *recordSwitch) Record(d storage.Delivery) {
+	if p := s.sink.Load(); p != nil {
+		(*p).Record(d)
+	}
 }
 
 func loadEngine(dir string, key []byte, retention caddy.Duration, logger *zap.Logger, m *Metrics) (*pooledEngine, error) {
@@ -58,13 +81,14 @@ func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Log
 	if err != nil {
 		return nil, err
 	}
-	e := delivery.NewEngine(store, delivery.Options{
+	p := &pooledEngine{dir: dir, keyID: keyFingerprint(key), store: store, logger: logger}
+	p.Engine = delivery.NewEngine(delivery.WithRecords(store, &p.records), delivery.Options{
 		Logger:    slogger.With("component", "delivery"),
 		Observer:  metricsObserver{m},
 		UserAgent: userAgent(),
 	})
-	e.Start()
-	return &pooledEngine{Engine: e, dir: dir, keyID: keyFingerprint(key), store: store, logger: logger}, nil
+	p.Start()
+	return p, nil
 }
 
 // Destruct stops the workers (bounded) and closes the store, when the last

@@ -148,14 +148,14 @@ func (v *ITNSVerify) Provision(ctx caddy.Context) error {
 	v.busyDenier = &denier{resp: busy, logger: v.logger, metrics: v.metrics}
 
 	if v.Dedupe > 0 {
-		store, err := replayStoreFrom(ctx)
+		store, owner, err := replayStoreFrom(ctx)
 		if err != nil {
 			return fmt.Errorf("dedupe: %w", err)
 		}
 		v.guard, err = handlers.NewReplayGuard(store, handlers.ReplayOptions{
 			Window: time.Duration(v.Dedupe),
 			Wait:   time.Duration(v.DedupeWait),
-			Owner:  processID,
+			Owner:  owner,
 		})
 		if err != nil {
 			return fmt.Errorf("dedupe: %w", err)
@@ -298,6 +298,8 @@ func (v *ITNSVerify) serveDeduped(w http.ResponseWriter, r *http.Request, next c
 			// Without the record a replay cannot be recognised: the sender
 			// retries a 503, which is safer than a possible duplicate.
 			v.logger.Error("itns dedupe store unavailable", zap.Error(err))
+			v.metrics.DedupeUnavailable.Inc()
+			w.Header().Set("Retry-After", v.retryAfter)
 			return caddyhttp.Error(http.StatusServiceUnavailable, err)
 		}
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("itns_verify: %w", err))

@@ -27,7 +27,10 @@ type Metrics struct {
 	CircuitOpen   *prometheus.GaugeVec
 	DeliverySecs  *prometheus.HistogramVec
 	DedupeReplays *prometheus.CounterVec
-	Verified      *prometheus.CounterVec
+	// DedupeUnavailable counts requests answered 503 because the replay
+	// records could not be read or written (NATS away, in a fleet).
+	DedupeUnavailable prometheus.Counter
+	Verified          *prometheus.CounterVec
 }
 
 func (*Metrics) Destruct() error { return nil }
@@ -45,7 +48,9 @@ func newMetrics() *Metrics {
 		Spooled:       counter("spooled_total", "Deliveries written PGP-encrypted to the spool folder.", "din"),
 		Failed:        counter("failed_total", "Deliveries that exhausted their retry schedule without a spool.", "din"),
 		DedupeReplays: counter("replays_total", "Replayed notifications answered from the first response, by handler outcome.", "outcome"),
-		Verified:      counter("itns_verified_total", "Notifications whose signature matched, by the index of the configured secret that matched (from 0).", "secret_index"),
+		DedupeUnavailable: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dedupe_unavailable_total",
+			Help: "Notifications answered 503 (Retry-After) because the replay records could not be read or written."}),
+		Verified: counter("itns_verified_total", "Notifications whose signature matched, by the index of the configured secret that matched (from 0).", "secret_index"),
 		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "queue_depth", Help: "Pending deliveries.",
 		}, []string{"din"}),
@@ -62,7 +67,7 @@ func newMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Filtered, m.Enqueued, m.Attempts, m.Delivered, m.Spooled,
-		m.Failed, depthCollector{m.QueueDepth}, m.CircuitOpen, m.DeliverySecs, m.DedupeReplays, m.Verified}
+		m.Failed, depthCollector{m.QueueDepth}, m.CircuitOpen, m.DeliverySecs, m.DedupeReplays, m.DedupeUnavailable, m.Verified}
 }
 
 // depthCollector sets the queue-depth gauge from the open stores when it is

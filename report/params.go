@@ -70,9 +70,9 @@ func ValidID(s string) bool {
 }
 
 // filterParams are the query parameters ParseFilter reads.
-var filterParams = []string{"din", "state", "since", "until", "limit", "cursor"}
+var filterParams = []string{"din", "state", "node", "since", "until", "limit", "cursor"}
 
-// ParseFilter reads din, state, since, until, limit and cursor from q; an
+// ParseFilter reads din, state, node (a fleet's edge), since, until, limit and cursor from q; an
 // empty value does not filter. A parameter outside these and extra is an
 // error, so that a typo is not silently ignored. now resolves relative
 // times such as since=24h.
@@ -98,6 +98,12 @@ func ParseFilter(q url.Values, now time.Time, defaultLimit int, extra ...string)
 			return f, badRequest("din: %v", err)
 		}
 		f.DIN = v
+	}
+	if v := q.Get("node"); v != "" {
+		if err := storage.CheckNode(v); err != nil {
+			return f, badRequest("%v", err)
+		}
+		f.Node = v
 	}
 	if v := q.Get("state"); v != "" {
 		st := storage.State(v)

@@ -12,6 +12,7 @@ import (
 type DeliveryView struct {
 	ID            string        `json:"id"`
 	DIN           string        `json:"din"`
+	Node          string        `json:"node,omitempty"` // the edge that took the notification, in a fleet
 	State         storage.State `json:"state"`
 	Created       time.Time     `json:"created"`
 	Updated       time.Time     `json:"updated"`
@@ -73,6 +74,7 @@ func NewDeliveryView(d *storage.Delivery) DeliveryView {
 	v := DeliveryView{
 		ID:          d.ID,
 		DIN:         d.DIN,
+		Node:        d.Node,
 		State:       d.State,
 		Created:     d.Created.UTC(),
 		Updated:     d.Updated.UTC(),
