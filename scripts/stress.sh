@@ -21,7 +21,7 @@ STRESS_COUNT=${STRESS_COUNT:-30}
 # The packages whose tests wait for a worker, a timer, a process or a port.
 # ./e2e is left out of the default: one -count=1 run of it takes minutes
 # under load (see CONTRIBUTING.md); name it when an e2e wait changed.
-STRESS_PKGS=${STRESS_PKGS:-./delivery ./caddymodule ./storage ./report ./handlers}
+STRESS_PKGS=${STRESS_PKGS:-./delivery ./caddymodule ./storage ./report ./handlers ./fleet}
 STRESS_RUN=${STRESS_RUN:-}
 STRESS_FLAGS=${STRESS_FLAGS:-}
 STRESS_LOAD=${STRESS_LOAD:-3}
