@@ -51,6 +51,8 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //			ca_cert        <path>
 //			header         <name> <value>
 //			breaker        <failures in a row> [<max probe interval>] | off
+//			rate           <n>/s|<n>/m
+//			sign_secret    <secret>
 //			insecure_http
 //		}
 //	}
@@ -114,9 +116,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			// The whole block, with the rules provision applies.
+			// The whole block, with the rules provision applies; sign_secret
+			// was checked at its own line where it is known at load.
 			if _, ok := atLoad(tok, dest.URL); ok {
-				if _, err := dest.toDelivery(din, caddy.NewReplacer()); err != nil {
+				check := *dest
+				check.SignSecret = ""
+				if _, err := check.toDelivery(din, caddy.NewReplacer()); err != nil {
 					return errAt(tok, err)
 				}
 			}
@@ -235,6 +240,22 @@ func unmarshalDestination(d *caddyfile.Dispenser) (*Destination, error) {
 				return nil, d.ArgErr()
 			}
 			dest.InsecureHTTP = true
+		case "rate":
+			if !d.AllArgs(&dest.Rate) {
+				return nil, d.ArgErr()
+			}
+			if _, err := delivery.ParseRate(dest.Rate); err != nil {
+				return nil, d.Err(err.Error())
+			}
+		case "sign_secret":
+			if !d.AllArgs(&dest.SignSecret) {
+				return nil, d.ArgErr()
+			}
+			if v, ok := atLoad(d.Token(), dest.SignSecret); ok {
+				if _, err := delivery.SignKey(v); err != nil {
+					return nil, d.Err(err.Error())
+				}
+			}
 		case "breaker":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 || (args[0] == "off" && len(args) != 1) {

@@ -56,6 +56,14 @@ type Destination struct {
 	// BreakerMaxProbe bounds the wait between probes while the circuit is
 	// open; waits start at 5s (or this, if shorter) and double. Default 2m.
 	BreakerMaxProbe caddy.Duration `json:"breaker_max_probe,omitempty"`
+	// Rate limits the attempts to this destination: "<n>/s" or "<n>/m",
+	// spaced evenly; a backlog waits. Default: no limit.
+	Rate string `json:"rate,omitempty"`
+	// SignSecret signs each attempt with the Standard Webhooks headers
+	// (webhook-id, webhook-timestamp, webhook-signature): "whsec_<base64>"
+	// or a string of 16 bytes or more. Placeholders such as {env.X} are
+	// resolved.
+	SignSecret string `json:"sign_secret,omitempty"`
 }
 
 // build turns the configuration into what the engine runs: toDelivery,
@@ -128,6 +136,20 @@ func (d *Destination) toDelivery(din string, repl *caddy.Replacer) (*delivery.De
 
 		BreakerThreshold: d.BreakerThreshold,
 		BreakerMaxProbe:  time.Duration(d.BreakerMaxProbe),
+	}
+	if d.Rate != "" {
+		rate, err := delivery.ParseRate(d.Rate)
+		if err != nil {
+			return nil, fmt.Errorf("destination %s: %w", din, err)
+		}
+		dest.Rate = rate
+	}
+	if d.SignSecret != "" {
+		dest.SignSecret = repl.ReplaceAll(d.SignSecret, "")
+		if dest.SignSecret == "" {
+			// The secret's text is never quoted: only where it came from.
+			return nil, fmt.Errorf("destination %s: sign_secret %s is empty", din, d.SignSecret)
+		}
 	}
 	for _, s := range d.RetrySchedule {
 		dest.Schedule = append(dest.Schedule, time.Duration(s))

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
@@ -16,6 +17,7 @@ type received struct {
 	URL    string // path and query
 	Header http.Header
 	Body   string
+	At     time.Time // when it arrived
 }
 
 // testDestination is an HTTPS server on loopback with its own CA that
@@ -36,7 +38,7 @@ func newTestDestination(t *testing.T) *testDestination {
 	srv := testutil.NewTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		td.mu.Lock()
-		td.got = append(td.got, received{Method: r.Method, URL: r.URL.RequestURI(), Header: r.Header.Clone(), Body: string(body)})
+		td.got = append(td.got, received{Method: r.Method, URL: r.URL.RequestURI(), Header: r.Header.Clone(), Body: string(body), At: time.Now()})
 		n := len(td.got)
 		status, ra := td.status, td.retryAfter
 		td.mu.Unlock()

@@ -136,6 +136,8 @@ func (o metricsObserver) Finished(din string, state storage.State) {
 	}
 }
 
+func (o metricsObserver) RateDelayed(din string) { o.m.RateDelayed.WithLabelValues(din).Inc() }
+
 func (o metricsObserver) Circuit(din string, open bool) {
 	v := 0.0
 	if open {

@@ -25,6 +25,7 @@ type Metrics struct {
 	Failed        *prometheus.CounterVec
 	QueueDepth    *prometheus.GaugeVec
 	CircuitOpen   *prometheus.GaugeVec
+	RateDelayed   *prometheus.CounterVec
 	DeliverySecs  *prometheus.HistogramVec
 	DedupeReplays *prometheus.CounterVec
 	// DedupeUnavailable counts requests answered 503 because the replay
@@ -47,6 +48,7 @@ func newMetrics() *Metrics {
 		Delivered:     counter("delivered_total", "Deliveries acknowledged with a 2xx by the destination.", "din"),
 		Spooled:       counter("spooled_total", "Deliveries written PGP-encrypted to the spool folder.", "din"),
 		Failed:        counter("failed_total", "Deliveries that exhausted their retry schedule without a spool.", "din"),
+		RateDelayed:   counter("rate_delayed_total", "Due deliveries that waited for the destination's rate.", "din"),
 		DedupeReplays: counter("replays_total", "Replayed notifications answered from the first response, by handler outcome.", "outcome"),
 		DedupeUnavailable: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dedupe_unavailable_total",
 			Help: "Notifications answered 503 (Retry-After) because the replay records could not be read or written."}),
@@ -67,7 +69,7 @@ func newMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Filtered, m.Enqueued, m.Attempts, m.Delivered, m.Spooled,
-		m.Failed, depthCollector{m.QueueDepth}, m.CircuitOpen, m.DeliverySecs, m.DedupeReplays, m.DedupeUnavailable, m.Verified}
+		m.Failed, depthCollector{m.QueueDepth}, m.CircuitOpen, m.RateDelayed, m.DeliverySecs, m.DedupeReplays, m.DedupeUnavailable, m.Verified}
 }
 
 // depthCollector sets the queue-depth gauge from the open stores when it is

@@ -39,7 +39,7 @@ func (r *runner) dispatchOpen(dest *Destination, dirty bool) bool {
 		r.brk.probeAt = r.d.now()
 	}
 	if len(r.queue) == 0 && r.sending < dest.Concurrency && r.brk.mayProbe(r.d.now()) {
-		if dl, ok := r.firstDue(); ok {
+		if dl, ok := r.firstDue(); ok && r.paced(dest, dl.ID) {
 			r.brk.probe = dl.ID
 			r.start(dest, dl)
 		}

@@ -64,6 +64,14 @@ type Destination struct {
 	// open; the waits start at DefaultFirstProbe (or this, if shorter) and
 	// double. Default DefaultBreakerMaxProbe.
 	BreakerMaxProbe time.Duration
+	// Rate limits the attempts to this destination (rate.go); zero: none.
+	Rate Rate
+	// SignSecret, when set, signs every attempt with the Standard Webhooks
+	// headers (sign.go): "whsec_<base64>" or a plain string of 16 bytes or
+	// more.
+	SignSecret string
+
+	signKey []byte // SignSecret's key, set by normalized
 }
 
 // Spooler writes a delivery that exhausted its schedule to durable storage
@@ -101,6 +109,14 @@ func (d *Destination) Validate() error {
 	}
 	if err := CheckBreaker(d.BreakerThreshold, d.BreakerMaxProbe); err != nil {
 		return fmt.Errorf("destination %s: %w", d.DIN, err)
+	}
+	if err := CheckRate(d.Rate); err != nil {
+		return fmt.Errorf("destination %s: %w", d.DIN, err)
+	}
+	if d.SignSecret != "" {
+		if _, err := SignKey(d.SignSecret); err != nil {
+			return fmt.Errorf("destination %s: %w", d.DIN, err)
+		}
 	}
 	return nil
 }
@@ -213,6 +229,9 @@ func (d *Destination) normalized(defaultClient *http.Client) *Destination {
 		n.Schedule = slices.Clone(d.Schedule)
 	}
 	n.Header = d.Header.Clone()
+	if d.SignSecret != "" {
+		n.signKey, _ = SignKey(d.SignSecret) // Validate has accepted it
+	}
 	src := d.Client
 	if src == nil {
 		src = defaultClient

@@ -40,6 +40,8 @@ type Observer interface {
 	Finished(din string, state storage.State)
 	// Circuit reports din's circuit opening or closing.
 	Circuit(din string, open bool)
+	// RateDelayed reports a due delivery that waits for din's rate.
+	RateDelayed(din string)
 }
 
 // NopObserver observes nothing; embed it to implement part of Observer.
@@ -49,6 +51,7 @@ func (NopObserver) Enqueued(string)                         {}
 func (NopObserver) Attempted(string, string, time.Duration) {}
 func (NopObserver) Finished(string, storage.State)          {}
 func (NopObserver) Circuit(string, bool)                    {}
+func (NopObserver) RateDelayed(string)                      {}
 
 // Options tune a Dispatcher; zero values mean the defaults.
 type Options struct {

@@ -168,6 +168,9 @@ func (e *Engine) CircuitOpen(din string) (since time.Time, open bool) {
 	return e.dispatcher.CircuitOpen(din)
 }
 
+// RateDelayed counts din's due deliveries that waited for its rate.
+func (e *Engine) RateDelayed(din string) uint64 { return e.dispatcher.RateDelayed(din) }
+
 // Stats, Hourly, List and Get read the store's history.
 func (e *Engine) Stats() (map[string]storage.DINStats, error) { return e.store.Stats() }
 

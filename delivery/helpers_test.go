@@ -110,6 +110,12 @@ func (r *recorder) Circuit(din string, open bool) {
 	r.circuit = append(r.circuit, fmt.Sprintf("%s:%t", din, open))
 }
 
+func (r *recorder) RateDelayed(din string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.results[din+"/rate_delayed"]++
+}
+
 // circuits lists the circuit changes heard, as "din:open".
 func (r *recorder) circuits() []string {
 	r.mu.Lock()

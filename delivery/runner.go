@@ -39,6 +39,8 @@ type runner struct {
 	brk        breaker
 	openSince  atomic.Int64 // the breaker's since in Unix ns, 0 while closed (read by CircuitOpen)
 	probeNow   atomic.Bool  // an operator asked for an attempt (ProbeNow)
+	pace       pacer        // the destination's rate
+	delayed    atomic.Uint64
 }
 
 // event is news from an attempt goroutine: first that the destination is
@@ -172,12 +174,29 @@ func (r *runner) dispatch(dest *Destination, dirty bool) bool {
 				break
 			}
 		}
+		if !r.paced(dest, r.queue[0].ID) {
+			break
+		}
 		dl := r.queue[0]
 		r.queue[0] = storage.Delivery{}
 		r.queue = r.queue[1:]
 		r.start(dest, dl)
 	}
 	return dirty
+}
+
+// paced reports whether dest's rate lets the attempt of id start now; a
+// delivery held back is counted once, however often it is looked at.
+func (r *runner) paced(dest *Destination, id string) bool {
+	if r.pace.take(dest.Rate, r.d.now()) {
+		return true
+	}
+	if r.pace.delayed != id {
+		r.pace.delayed = id
+		r.delayed.Add(1)
+		r.d.obs.RateDelayed(r.din)
+	}
+	return false
 }
 
 // fetch reads one page of deliveries due by until. The page is larger than
@@ -222,6 +241,8 @@ func (r *runner) arm(t *time.Timer, dest *Destination, dirty bool) {
 	switch {
 	case r.paused():
 		wait = r.pauseUntil.Sub(now)
+	case len(r.queue) > 0 && r.sending < dest.Concurrency && r.rateHolds(dest, now):
+		wait = r.pace.next.Sub(now) // nothing else wakes us: no attempt is running
 	case len(r.queue) > 0 || dirty:
 		return
 	default:
@@ -234,11 +255,16 @@ func (r *runner) arm(t *time.Timer, dest *Destination, dirty bool) {
 		default:
 			soonest(next.Add(dest.holdSpan())) // the first held delivery to give up on (or a probe's failure wakes us)
 			if r.brk.probe == "" {
-				soonest(later(next, r.brk.probeAt))
+				soonest(later(later(next, r.brk.probeAt), r.pace.next))
 			}
 		}
 	}
 	t.Reset(wait)
+}
+
+func (r *runner) rateHolds(dest *Destination, now time.Time) bool {
+	_, holds := r.pace.waiting(dest.Rate, now)
+	return holds
 }
 
 func later(a, b time.Time) time.Time {

@@ -131,6 +131,9 @@ func (d *Dispatcher) newRequest(ctx context.Context, dest *Destination, dl *stor
 		}
 		h.Set("Content-Type", ct)
 	}
+	if dest.signKey != nil {
+		setSignature(h, dest.signKey, dl.ID, d.now(), payload)
+	}
 	req.Header = h
 	return req, nil
 }

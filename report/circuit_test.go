@@ -42,3 +42,20 @@ func TestOpenCircuitIsFailing(t *testing.T) {
 		t.Error("the page does not show 1001's open circuit")
 	}
 }
+
+// The engine's count of deliveries that waited for a destination's rate
+// is in the stats.
+func TestRateDelayedInStats(t *testing.T) {
+	now := time.Date(2025, 11, 21, 14, 37, 0, 0, time.UTC)
+	src := demoSource(now)
+	src.delayed = map[string]uint64{"1002": 17}
+	a := &API{Source: func() (Source, error) { return src, nil }, Now: func() time.Time { return now }}
+	_, _, body := apiCall(t, a, "GET", "/postback/stats")
+	var st Stats
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Destinations[0].RateDelayed != 0 || st.Destinations[1].DIN != "1002" || st.Destinations[1].RateDelayed != 17 {
+		t.Errorf("rate_delayed: %s", body)
+	}
+}

@@ -28,4 +28,7 @@ type Source interface {
 	// CircuitOpen reports whether din's circuit breaker holds its
 	// deliveries, and since when.
 	CircuitOpen(din string) (since time.Time, open bool)
+	// RateDelayed counts din's due deliveries that waited for its rate on
+	// this edge since it started.
+	RateDelayed(din string) uint64
 }

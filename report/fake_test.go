@@ -22,6 +22,7 @@ type fakeSource struct {
 	buckets  []storage.HourBucket
 	retried  []string
 	circuits map[string]time.Time // open circuits by DIN
+	delayed  map[string]uint64    // rate waits by DIN
 	err      error                // returned by every call when set
 	budget   int                  // records one List examines, as the store's scan budget (0: all)
 }
@@ -31,6 +32,12 @@ func (s *fakeSource) CircuitOpen(din string) (time.Time, bool) {
 	defer s.mu.Unlock()
 	since, ok := s.circuits[din]
 	return since, ok
+}
+
+func (s *fakeSource) RateDelayed(din string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.delayed[din]
 }
 
 func newFakeSource(dins ...string) *fakeSource {

@@ -101,6 +101,9 @@ type DestinationStats struct {
 	// CircuitOpenSince is set while the destination's circuit breaker holds
 	// its deliveries after attempts failed in a row (null when closed).
 	CircuitOpenSince *time.Time `json:"circuit_open_since"`
+	// RateDelayed counts the due deliveries that waited for the
+	// destination's rate (on this edge, since it started).
+	RateDelayed uint64 `json:"rate_delayed"`
 	Counts
 }
 
@@ -215,10 +218,13 @@ func Summarize(configured []string, counters map[string]storage.DINStats, bucket
 }
 
 // markCircuits marks the destinations whose circuit is open as failing:
-// nothing gets through to them, whatever the counters say yet.
+// nothing gets through to them, whatever the counters say yet. It copies
+// the rate waits too: like the circuits, they are the engine's, not the
+// store's.
 func markCircuits(st *Stats, src Source, now time.Time) {
 	for i := range st.Destinations {
 		ds := &st.Destinations[i]
+		ds.RateDelayed = src.RateDelayed(ds.DIN)
 		since, open := src.CircuitOpen(ds.DIN)
 		if !open {
 			continue
