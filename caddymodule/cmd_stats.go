@@ -54,8 +54,9 @@ Caddy's default (localhost:2019), as for "caddy reload" and "caddy stop".
 --json prints the API's JSON unchanged, for scripts.
 
 Exit status: 0 when no destination has failed deliveries, 2 when one has
-(they wait for a retry: POST /postback/deliveries/{id}/retry or the report
-page), 1 when the statistics could not be read.`,
+(they wait for a retry: "caddy postback retry", the report page, or
+POST /postback/deliveries/{id}/retry), 1 when the statistics could not be
+read.`,
 		Args: cobra.NoArgs,
 		// An exit status for monitoring is no reason to print the usage.
 		SilenceUsage: true,

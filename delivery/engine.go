@@ -22,6 +22,9 @@ type Store interface {
 	// Retry puts a failed delivery (or a spooled one that still has its
 	// payload) back to pending, due at now.
 	Retry(id string, now time.Time) (storage.Delivery, error)
+	// RetryMany is Retry for several in one write, skipping those that
+	// are not retryable; it returns the ones it made pending.
+	RetryMany(ids []string, now time.Time) ([]storage.Delivery, error)
 	History
 	// RunMaintenance purges records past their retention and reclaims
 	// space, now and then every `every`, until ctx is done or the store is
@@ -159,6 +162,53 @@ func (e *Engine) Retry(id string, now time.Time) (storage.Delivery, error) {
 	e.dispatcher.ProbeNow(d.DIN)
 	return d, nil
 }
+
+// RetryMatching retries every retryable delivery (storage.Delivery.Retryable)
+// that f selects, whatever f.Limit and f.Cursor say, a page at a time, and
+// wakes the DINs it touched. It returns how many it put back; run again, it
+// finds them pending and puts back none. ctx ends it between pages.
+func (e *Engine) RetryMatching(ctx context.Context, f storage.Filter, now time.Time) (int, error) {
+	f.Limit, f.Cursor = retryPage, ""
+	touched := map[string]bool{}
+	defer func() {
+		for din := range touched {
+			e.dispatcher.Notify(din)
+			e.dispatcher.ProbeNow(din)
+		}
+	}()
+	n := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		page, next, err := e.store.List(f)
+		if err != nil {
+			return n, err
+		}
+		var ids []string
+		for i := range page {
+			if page[i].Retryable() {
+				ids = append(ids, page[i].ID)
+			}
+		}
+		done, err := e.store.RetryMany(ids, now)
+		if err != nil {
+			return n, err
+		}
+		for _, d := range done {
+			touched[d.DIN] = true
+		}
+		n += len(done)
+		if next == "" {
+			return n, nil
+		}
+		f.Cursor = next
+	}
+}
+
+// retryPage is how many records RetryMatching reads, and retries in one
+// write, at a time.
+const retryPage = 500
 
 // DINs lists the configured destinations, sorted.
 func (e *Engine) DINs() []string { return e.dispatcher.DINs() }

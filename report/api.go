@@ -19,6 +19,7 @@ const APIPrefix = "/postback/"
 //	GET  /postback/deliveries?din=&state=&since=&until=&limit=&cursor=
 //	GET  /postback/deliveries/{id}
 //	POST /postback/deliveries/{id}/retry
+//	POST /postback/deliveries/retry?din=&state=&since=&until=
 //
 // Errors are returned, not written, so that the caller can answer them in
 // its own format (Caddy's admin endpoint writes {"error": "..."}).
@@ -54,6 +55,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		return a.list(w, r)
+	case rest == "deliveries/retry":
+		if err := allow(w, r, http.MethodPost); err != nil {
+			return err
+		}
+		return a.retryMatching(w, r)
 	case len(parts) == 2 && parts[0] == "deliveries":
 		if err := allow(w, r, http.MethodGet); err != nil {
 			return err
@@ -176,6 +182,27 @@ func (a *API) retry(w http.ResponseWriter, r *http.Request, id string) error {
 		return err
 	}
 	return writeJSON(w, http.StatusAccepted, NewDeliveryView(&d))
+}
+
+// BulkRetry is the answer of POST /postback/deliveries/retry.
+type BulkRetry struct {
+	Retried int `json:"retried"`
+}
+
+func (a *API) retryMatching(w http.ResponseWriter, r *http.Request) error {
+	f, err := ParseRetryFilter(r.URL.Query(), a.now())
+	if err != nil {
+		return err
+	}
+	src, err := a.source()
+	if err != nil {
+		return err
+	}
+	n, err := src.RetryMatching(r.Context(), f, a.now())
+	if err != nil {
+		return storeError(fmt.Sprintf("bulk retry (%d put back before the error)", n), err)
+	}
+	return writeJSON(w, http.StatusOK, BulkRetry{Retried: n})
 }
 
 // RetryDelivery retries id and explains a refusal in the operator's terms.

@@ -8,6 +8,7 @@
 package report
 
 import (
+	"context"
 	"time"
 
 	"github.com/postbackedge/caddy-postback/storage"
@@ -25,6 +26,9 @@ type Source interface {
 	// Retry puts a failed delivery (or a spooled one that still has its
 	// payload) back to pending and wakes its worker.
 	Retry(id string, now time.Time) (storage.Delivery, error)
+	// RetryMatching retries every retryable delivery f selects (all
+	// pages) and says how many it put back.
+	RetryMatching(ctx context.Context, f storage.Filter, now time.Time) (int, error)
 	// CircuitOpen reports whether din's circuit breaker holds its
 	// deliveries, and since when.
 	CircuitOpen(din string) (since time.Time, open bool)

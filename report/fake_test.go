@@ -1,6 +1,7 @@
 package report
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,6 +24,7 @@ type fakeSource struct {
 	retried  []string
 	circuits map[string]time.Time // open circuits by DIN
 	delayed  map[string]uint64    // rate waits by DIN
+	bulk     []storage.Filter     // the filters of RetryMatching calls
 	err      error                // returned by every call when set
 	budget   int                  // records one List examines, as the store's scan budget (0: all)
 }
@@ -148,12 +150,38 @@ func (s *fakeSource) Retry(id string, now time.Time) (storage.Delivery, error) {
 	if !ok {
 		return storage.Delivery{}, fmt.Errorf("retry %s: %w", id, storage.ErrNotFound)
 	}
-	if !Retryable(d) {
+	if !d.Retryable() {
 		return storage.Delivery{}, fmt.Errorf("retry %s: delivery is %s: %w", id, d.State, storage.ErrConflict)
 	}
 	d.State, d.NextAttempt, d.Updated = storage.StatePending, now, now
 	s.retried = append(s.retried, id)
 	return *d, nil
+}
+
+// RetryMatching pages through List two at a time, as the engine does in
+// larger pages.
+func (s *fakeSource) RetryMatching(ctx context.Context, f storage.Filter, now time.Time) (int, error) {
+	f.Limit, f.Cursor = 2, ""
+	s.bulk = append(s.bulk, f)
+	n := 0
+	for {
+		page, next, err := s.List(f)
+		if err != nil {
+			return n, err
+		}
+		for _, d := range page {
+			if d.Retryable() {
+				if _, err := s.Retry(d.ID, now); err != nil {
+					return n, err
+				}
+				n++
+			}
+		}
+		if next == "" {
+			return n, nil
+		}
+		f.Cursor = next
+	}
 }
 
 var errBroken = errors.New("disk on fire")

@@ -88,6 +88,7 @@ type pageData struct {
 	Rows     []DeliveryView
 	FirstURL string
 	NextURL  string
+	RetryAll url.Values // the bulk retry form's filter; nil: no such button
 
 	// detail
 	Detail *DeliveryDetail
@@ -135,6 +136,11 @@ func (p *Page) Serve(w http.ResponseWriter, r *http.Request, m Mount) error {
 			return nil
 		}
 		return p.index(w, r, m)
+	case len(parts) == 2 && parts[0] == "deliveries" && parts[1] == "retry":
+		if !p.allow(w, r, m, http.MethodPost) {
+			return nil
+		}
+		return p.retryMatching(w, r, m)
 	case len(parts) == 2 && parts[0] == "deliveries" && parts[1] != "":
 		if !p.allow(w, r, m, http.MethodGet) {
 			return nil
@@ -195,7 +201,7 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 	q := r.URL.Query()
 	data.Form = filterForm{DIN: q.Get("din"), State: q.Get("state"), Since: q.Get("since"), Until: q.Get("until"),
 		DefaultPageSize: pageSize, States: []string{"pending", "delivered", "failed", "spooled"}}
-	f, ferr := ParseFilter(q, data.Now, pageSize)
+	f, ferr := ParseFilter(q, data.Now, pageSize, "retried")
 	if ferr == nil {
 		// Show what was understood, e.g. since=24h as the time it means.
 		data.Form.Since, data.Form.Until = localInput(f.Since), localInput(f.Until)
@@ -244,6 +250,12 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 		if next != "" {
 			data.NextURL = p.listURL(m, f, next)
 		}
+		if f.State == storage.StateFailed || f.State == storage.StateSpooled {
+			data.RetryAll = filterValues(f)
+		}
+		if n := q.Get("retried"); n != "" && data.Flash == "" {
+			data.Flash, data.FlashKind = "Deliveries put back for a new attempt: "+clipText(n, 12)+".", "ok"
+		}
 	}
 	if p.CSRF != nil {
 		data.CSRFToken = p.CSRF.Token(p.CSRF.Cookie(w, r, m.Base+"/"), m.User, data.Now)
@@ -251,8 +263,8 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 	return p.render(w, r, status, data)
 }
 
-// listURL links to the listing with the same filter and the given cursor.
-func (p *Page) listURL(m Mount, f storage.Filter, cursor string) string {
+// filterValues are f's din, state, since and until as query parameters.
+func filterValues(f storage.Filter) url.Values {
 	q := url.Values{}
 	if f.DIN != "" {
 		q.Set("din", f.DIN)
@@ -266,6 +278,12 @@ func (p *Page) listURL(m Mount, f storage.Filter, cursor string) string {
 	if !f.Until.IsZero() {
 		q.Set("until", fmtTime(f.Until))
 	}
+	return q
+}
+
+// listURL links to the listing with the same filter and the given cursor.
+func (p *Page) listURL(m Mount, f storage.Filter, cursor string) string {
+	q := filterValues(f)
 	if p.PageSize > 0 && f.Limit != p.PageSize || p.PageSize <= 0 && f.Limit != DefaultPageSize {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
@@ -339,6 +357,48 @@ func (p *Page) retry(w http.ResponseWriter, r *http.Request, m Mount, id string)
 	}
 	// Post/redirect/get: reloading the result page does not post again.
 	http.Redirect(w, r, m.Base+"/deliveries/"+id+"?retried=1", http.StatusSeeOther)
+	return nil
+}
+
+// retryMatching is the "retry all matching" button: every retryable
+// delivery of the list's filter is put back, then the list is shown again
+// with how many.
+func (p *Page) retryMatching(w http.ResponseWriter, r *http.Request, m Mount) error {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		return p.fail(w, r, m, http.StatusBadRequest, "The form could not be read.")
+	}
+	if p.CSRF == nil {
+		return p.fail(w, r, m, http.StatusForbidden, "Retrying from this page is not enabled.")
+	}
+	if err := p.CSRF.Check(r, m.User, p.now()); err != nil {
+		return p.fail(w, r, m, http.StatusForbidden, "Retry refused: "+err.Error()+".")
+	}
+	q := url.Values{}
+	for _, name := range retryParams {
+		if v := r.PostForm.Get(name); v != "" {
+			q.Set(name, v)
+		}
+	}
+	f, err := ParseRetryFilter(q, p.now())
+	if err != nil {
+		return p.failErr(w, r, m, err)
+	}
+	src, err := p.source()
+	if err != nil {
+		return p.failErr(w, r, m, err)
+	}
+	n, err := src.RetryMatching(r.Context(), f, p.now())
+	if err != nil {
+		return p.failErr(w, r, m, storeError(fmt.Sprintf("bulk retry (%d put back before the error)", n), err))
+	}
+	f.Limit = p.PageSize
+	if f.Limit <= 0 {
+		f.Limit = DefaultPageSize
+	}
+	back := filterValues(f)
+	back.Set("retried", strconv.Itoa(n))
+	http.Redirect(w, r, m.Base+"/?"+back.Encode()+"#deliveries", http.StatusSeeOther)
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -159,3 +160,26 @@ func parseTime(name, v string, now time.Time) (time.Time, error) {
 }
 
 func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// retryParams are what a bulk retry filters on: a listing's filter without
+// its paging.
+var retryParams = []string{"din", "state", "since", "until"}
+
+// ParseRetryFilter reads a bulk retry's din, state (failed or spooled;
+// empty: both), since and until. Anything else is an error, limit and
+// cursor included: a bulk retry takes every page.
+func ParseRetryFilter(q url.Values, now time.Time) (storage.Filter, error) {
+	for name := range q {
+		if !slices.Contains(retryParams, name) {
+			return storage.Filter{}, badRequest("unknown parameter %q (a bulk retry takes %s)", name, strings.Join(retryParams, ", "))
+		}
+	}
+	f, err := ParseFilter(q, now, 0)
+	if err != nil {
+		return f, err
+	}
+	if f.State != "" && f.State != storage.StateFailed && f.State != storage.StateSpooled {
+		return f, badRequest("state %q: only failed and spooled deliveries are retried", f.State)
+	}
+	return f, nil
+}

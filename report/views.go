@@ -55,12 +55,6 @@ type DeliveryList struct {
 	NextCursor *string        `json:"next_cursor"` // null on the last page
 }
 
-// Retryable mirrors the store's rule for Retry: failed deliveries, and
-// spooled ones whose payload is still stored.
-func Retryable(d *storage.Delivery) bool {
-	return d.State == storage.StateFailed || d.State == storage.StateSpooled && d.HasPayload
-}
-
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -83,7 +77,7 @@ func NewDeliveryView(d *storage.Delivery) DeliveryView {
 		Size:        d.Size,
 		HasPayload:  d.HasPayload,
 		SpoolFile:   d.SpoolFile,
-		Retryable:   Retryable(d),
+		Retryable:   d.Retryable(),
 	}
 	if d.State == storage.StatePending {
 		v.NextAttempt = timePtr(d.NextAttempt)

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -227,19 +228,62 @@ type retryOp struct {
 	now time.Time
 }
 
-func (o *retryOp) apply(w *wtx) (any, error) {
-	d, err := w.record(o.id)
+func (o *retryOp) apply(w *wtx) (any, error) { return retryOne(w, o.id, o.now) }
+
+// RetryMany is Retry for several deliveries in one write: those that are
+// not retryable (any more) or gone are skipped, not an error, so that a
+// bulk retry can be repeated. It returns the deliveries it made pending.
+func (s *Store) RetryMany(ids []string, now time.Time) ([]Delivery, error) {
+	o := &retryManyOp{now: norm(now)}
+	for _, s := range ids {
+		if i, ok := parseID(s); ok {
+			o.ids = append(o.ids, i)
+		}
+	}
+	if len(o.ids) == 0 {
+		return nil, nil
+	}
+	res, err := s.submit(context.Background(), o)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("retry %d deliveries: %w", len(o.ids), err)
+	}
+	return res.([]Delivery), nil
+}
+
+type retryManyOp struct {
+	ids []id
+	now time.Time
+}
+
+func (o *retryManyOp) apply(w *wtx) (any, error) {
+	var out []Delivery
+	for _, i := range o.ids {
+		d, err := retryOne(w, i, o.now)
+		switch {
+		case err == nil:
+			out = append(out, d)
+		case errors.Is(err, ErrConflict), errors.Is(err, ErrNotFound):
+		default:
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// retryOne makes the delivery i pending, due at now (zero: the store's
+// clock), if Retryable.
+func retryOne(w *wtx, i id, now time.Time) (Delivery, error) {
+	d, err := w.record(i)
+	if err != nil {
+		return Delivery{}, err
 	}
 	switch {
-	case d.State == StateFailed, d.State == StateSpooled && d.HasPayload:
+	case d.Retryable():
 	case d.State == StateSpooled:
-		return nil, fmt.Errorf("delivery %s was spooled and its payload deleted: %w", d.ID, ErrConflict)
+		return Delivery{}, fmt.Errorf("delivery %s was spooled and its payload deleted: %w", d.ID, ErrConflict)
 	default:
-		return nil, fmt.Errorf("delivery %s is %s: %w", d.ID, d.State, ErrConflict)
+		return Delivery{}, fmt.Errorf("delivery %s is %s: %w", d.ID, d.State, ErrConflict)
 	}
-	now := o.now
 	if now.IsZero() {
 		now = w.s.now()
 	}
@@ -248,7 +292,7 @@ func (o *retryOp) apply(w *wtx) (any, error) {
 	d.State = StatePending
 	d.NextAttempt = now
 	d.Updated = now
-	w.set(deliveryKey(o.id), encodeRecord(&d))
-	w.insertDue(d.DIN, now, o.id)
+	w.set(deliveryKey(i), encodeRecord(&d))
+	w.insertDue(d.DIN, now, i)
 	return d, nil
 }

@@ -405,3 +405,30 @@ func TestLazyCompletionSharesEnqueueCommit(t *testing.T) {
 		t.Fatalf("after a lone completion: %+v, %v", d, err)
 	}
 }
+
+// RetryMany makes the retryable ones pending in one write and skips the
+// others, unknown ids included.
+func TestRetryMany(t *testing.T) {
+	s := openQueue(t, Options{})
+	now := time.Now()
+	recs, err := s.Enqueue(context.Background(), []NewDelivery{{DIN: "1", Payload: []byte("a=1")}, {DIN: "1", Payload: []byte("a=2")}, {DIN: "1", Payload: []byte("a=3")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs[:2] {
+		if _, err := s.Complete(r.ID, Attempt{At: now, Status: 500}, Outcome{State: StateFailed, Error: "HTTP 500"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.RetryMany([]string{recs[0].ID, recs[1].ID, recs[2].ID, "ffffffffffffffffffffffff", "not an id"}, now)
+	if err != nil || len(got) != 2 || got[0].ID != recs[0].ID || got[1].ID != recs[1].ID || got[0].State != StatePending {
+		t.Fatalf("RetryMany: %+v, %v", got, err)
+	}
+	st, _ := s.Stats()
+	if st["1"].Pending != 3 || st["1"].Failed != 0 {
+		t.Errorf("stats after: %+v", st["1"])
+	}
+	if again, err := s.RetryMany([]string{recs[0].ID}, now); err != nil || len(again) != 0 {
+		t.Errorf("again: %+v, %v", again, err)
+	}
+}

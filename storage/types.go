@@ -56,6 +56,12 @@ type Delivery struct {
 	Node string `json:"node,omitempty"`
 }
 
+// Retryable is the one rule of a manual retry: a failed delivery, or a
+// spooled one whose payload is still stored, may be made pending again.
+func (d *Delivery) Retryable() bool {
+	return d.State == StateFailed || d.State == StateSpooled && d.HasPayload
+}
+
 // LastAttempt returns the most recent attempt, if any.
 func (d *Delivery) LastAttempt() (Attempt, bool) {
 	if len(d.Attempts) == 0 {
