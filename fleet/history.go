@@ -98,17 +98,28 @@ type History struct{ f *Fleet }
 // History returns the fleet's history.
 func (f *Fleet) History() History { return History{f: f} }
 
+// snapshots reads every edge's latest snapshot through one watcher: its
+// consumer reads the bucket's stream where it is written, so a snapshot
+// just published is there (a Get per key may be served by a replica that
+// has not caught up yet).
 func (h History) snapshots(ctx context.Context) ([]snapshot, error) {
-	keys, err := h.f.stats.ListKeys(ctx)
+	w, err := h.f.stats.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("fleet stats: %w", err)
 	}
+	defer func() { _ = w.Stop() }()
 	var out []snapshot
-	for k := range keys.Keys() {
-		e, err := h.f.stats.Get(ctx, k)
-		if err != nil {
-			continue // expired meanwhile
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("fleet stats: %w", ctx.Err())
 		}
+		if e == nil {
+			return out, nil // the initial values are all in
+		}
+		k := e.Key()
 		plain, err := h.f.seal.open(k, e.Value())
 		if err != nil {
 			return nil, fmt.Errorf("fleet stats of %s: %w", k, err)
@@ -119,7 +130,6 @@ func (h History) snapshots(ctx context.Context) ([]snapshot, error) {
 		}
 		out = append(out, s)
 	}
-	return out, nil
 }
 
 // Stats sums the edges' latest snapshots per DIN.

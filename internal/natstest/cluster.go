@@ -122,18 +122,25 @@ func (c *Cluster) Shutdown() {
 }
 
 // WaitJetStream waits until every running server sees a JetStream meta
-// leader, so that streams can be created.
+// leader and the leader counts every running server as an online peer:
+// before that, creating a replicated stream may fail with "no suitable
+// peers for placement, peer offline".
 func (c *Cluster) WaitJetStream() {
 	c.t.Helper()
-	testutil.WaitFor(c.t, "JetStream meta leader", readyTimeout, func() bool {
+	testutil.WaitFor(c.t, "JetStream meta leader with every server online", readyTimeout, func() bool {
+		running, online := 0, 0
 		for _, s := range c.Servers {
 			if s == nil {
 				continue
 			}
+			running++
 			if !s.JetStreamEnabled() || (len(c.Servers) > 1 && !s.JetStreamIsCurrent()) {
 				return false
 			}
+			if len(c.Servers) > 1 && s.JetStreamIsLeader() {
+				online = len(s.JetStreamClusterPeers())
+			}
 		}
-		return true
+		return len(c.Servers) == 1 || online >= running // a just-stopped one may still count
 	})
 }
