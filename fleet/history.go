@@ -98,10 +98,9 @@ type History struct{ f *Fleet }
 // History returns the fleet's history.
 func (f *Fleet) History() History { return History{f: f} }
 
-// snapshots reads every edge's latest snapshot through one watcher: its
-// consumer reads the bucket's stream where it is written, so a snapshot
-// just published is there (a Get per key may be served by a replica that
-// has not caught up yet).
+// snapshots reads every edge's latest snapshot through one watcher (one
+// consumer, not a Get per key). Like any read it may lag a write by a
+// moment, a replica catching up: the stats are a few seconds stale anyway.
 func (h History) snapshots(ctx context.Context) ([]snapshot, error) {
 	w, err := h.f.stats.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
