@@ -29,7 +29,13 @@ func (s ReplayStore) Claim(key, value []byte, ttl time.Duration) ([]byte, bool, 
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	k := string(key)
-	for range 3 {
+	// "Exists" comes from the stream's leader; the read after it may be
+	// answered by a replica that has not caught up yet, or the record may
+	// have expired between the two calls: try again, briefly, until the
+	// operation's deadline (then the caller answers 503, never lets a
+	// possible duplicate through).
+	wait := 5 * time.Millisecond
+	for {
 		_, err := s.f.replay.Create(ctx, k, s.f.seal.seal(k, value), jetstream.KeyTTL(ttlOf(ttl)))
 		if err == nil {
 			return nil, true, nil
@@ -39,7 +45,13 @@ func (s ReplayStore) Claim(key, value []byte, ttl time.Duration) ([]byte, bool, 
 		}
 		e, err := s.f.replay.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			continue // expired or deleted between the two calls
+			select {
+			case <-time.After(wait):
+				wait = min(2*wait, 200*time.Millisecond)
+				continue
+			case <-ctx.Done():
+				return nil, false, fmt.Errorf("fleet replay claim: the record is not readable yet: %w", ctx.Err())
+			}
 		}
 		if err != nil {
 			return nil, false, fmt.Errorf("fleet replay read: %w", err)
@@ -50,7 +62,6 @@ func (s ReplayStore) Claim(key, value []byte, ttl time.Duration) ([]byte, bool, 
 		}
 		return plain, false, nil
 	}
-	return nil, false, errors.New("fleet replay claim: the record keeps changing")
 }
 
 // Set replaces what is under key, for ttl.
