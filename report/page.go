@@ -331,15 +331,8 @@ func (p *Page) retry(w http.ResponseWriter, r *http.Request, m Mount, id string)
 	if !ValidID(id) {
 		return p.fail(w, r, m, http.StatusBadRequest, fmt.Sprintf("%q is not a delivery id.", clipText(id, 80)))
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	if err := r.ParseForm(); err != nil {
-		return p.fail(w, r, m, http.StatusBadRequest, "The form could not be read.")
-	}
-	if p.CSRF == nil {
-		return p.fail(w, r, m, http.StatusForbidden, "Retrying from this page is not enabled.")
-	}
-	if err := p.CSRF.Check(r, m.User, p.now()); err != nil {
-		return p.fail(w, r, m, http.StatusForbidden, "Retry refused: "+err.Error()+".")
+	if ok, err := p.checkRetryForm(w, r, m); !ok {
+		return err
 	}
 	src, err := p.source()
 	if err != nil {
@@ -360,19 +353,29 @@ func (p *Page) retry(w http.ResponseWriter, r *http.Request, m Mount, id string)
 	return nil
 }
 
+// checkRetryForm reads a retry button's form and checks its CSRF defences;
+// when they refuse it, it has answered the request (ok false, and the
+// error of rendering the answer).
+func (p *Page) checkRetryForm(w http.ResponseWriter, r *http.Request, m Mount) (ok bool, err error) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		return false, p.fail(w, r, m, http.StatusBadRequest, "The form could not be read.")
+	}
+	if p.CSRF == nil {
+		return false, p.fail(w, r, m, http.StatusForbidden, "Retrying from this page is not enabled.")
+	}
+	if err := p.CSRF.Check(r, m.User, p.now()); err != nil {
+		return false, p.fail(w, r, m, http.StatusForbidden, "Retry refused: "+err.Error()+".")
+	}
+	return true, nil
+}
+
 // retryMatching is the "retry all matching" button: every retryable
 // delivery of the list's filter is put back, then the list is shown again
 // with how many.
 func (p *Page) retryMatching(w http.ResponseWriter, r *http.Request, m Mount) error {
-	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	if err := r.ParseForm(); err != nil {
-		return p.fail(w, r, m, http.StatusBadRequest, "The form could not be read.")
-	}
-	if p.CSRF == nil {
-		return p.fail(w, r, m, http.StatusForbidden, "Retrying from this page is not enabled.")
-	}
-	if err := p.CSRF.Check(r, m.User, p.now()); err != nil {
-		return p.fail(w, r, m, http.StatusForbidden, "Retry refused: "+err.Error()+".")
+	if ok, err := p.checkRetryForm(w, r, m); !ok {
+		return err
 	}
 	q := url.Values{}
 	for _, name := range retryParams {
