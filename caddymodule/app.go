@@ -314,6 +314,16 @@ func (a *App) Enqueue(ctx context.Context, dins []string, contentType string, pa
 	return e.Enqueue(ctx, dins, contentType, payload)
 }
 
+// Hold writes held copies for secondary_post's only_accepted; see
+// delivery.Engine.Hold.
+func (a *App) Hold(ctx context.Context, dins []string, contentType string, payload []byte) (*delivery.Held, error) {
+	e := a.awaitEngine(ctx)
+	if e == nil {
+		return nil, errNotStarted
+	}
+	return e.Hold(ctx, dins, contentType, payload)
+}
+
 // Store returns the open store, or nil before Start.
 func (a *App) Store() *storage.Store {
 	if e := a.engine.Load(); e != nil {

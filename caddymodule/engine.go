@@ -133,6 +133,8 @@ func (o metricsObserver) Finished(din string, state storage.State) {
 		o.m.Spooled.WithLabelValues(din).Inc()
 	case storage.StateFailed:
 		o.m.Failed.WithLabelValues(din).Inc()
+	case storage.StateCancelled:
+		o.m.Cancelled.WithLabelValues(din).Inc()
 	}
 }
 

@@ -23,6 +23,7 @@ type Metrics struct {
 	Delivered     *prometheus.CounterVec
 	Spooled       *prometheus.CounterVec
 	Failed        *prometheus.CounterVec
+	Cancelled     *prometheus.CounterVec
 	QueueDepth    *prometheus.GaugeVec
 	CircuitOpen   *prometheus.GaugeVec
 	RateDelayed   *prometheus.CounterVec
@@ -48,6 +49,7 @@ func newMetrics() *Metrics {
 		Delivered:     counter("delivered_total", "Deliveries acknowledged with a 2xx by the destination.", "din"),
 		Spooled:       counter("spooled_total", "Deliveries written PGP-encrypted to the spool folder.", "din"),
 		Failed:        counter("failed_total", "Deliveries that exhausted their retry schedule without a spool.", "din"),
+		Cancelled:     counter("cancelled_total", "Held copies (only_accepted) dropped because the script did not answer 2xx.", "din"),
 		RateDelayed:   counter("rate_delayed_total", "Due deliveries that waited for the destination's rate.", "din"),
 		DedupeReplays: counter("replays_total", "Replayed notifications answered from the first response, by handler outcome.", "outcome"),
 		DedupeUnavailable: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dedupe_unavailable_total",
@@ -69,7 +71,7 @@ func newMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Filtered, m.Enqueued, m.Attempts, m.Delivered, m.Spooled,
-		m.Failed, depthCollector{m.QueueDepth}, m.CircuitOpen, m.RateDelayed, m.DeliverySecs, m.DedupeReplays, m.DedupeUnavailable, m.Verified}
+		m.Failed, m.Cancelled, depthCollector{m.QueueDepth}, m.CircuitOpen, m.RateDelayed, m.DeliverySecs, m.DedupeReplays, m.DedupeUnavailable, m.Verified}
 }
 
 // depthCollector sets the queue-depth gauge from the open stores when it is

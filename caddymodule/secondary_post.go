@@ -34,6 +34,11 @@ type SecondaryPost struct {
 	DINField string `json:"din_field,omitempty"`
 	// MaxBody bounds the body read into memory. Default 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
+	// OnlyAccepted sends the copies only if the script answers 2xx. They
+	// are still written durably before the script runs, but held; another
+	// answer cancels them (state cancelled). Copies held when the process
+	// dies are sent after the restart: at-least-once wins.
+	OnlyAccepted bool `json:"only_accepted,omitempty"`
 
 	app    *App
 	logger *zap.Logger
@@ -82,20 +87,48 @@ func (s *SecondaryPost) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 	if len(dins) == 0 {
 		return next.ServeHTTP(w, r)
 	}
+	if s.OnlyAccepted {
+		return s.serveHeld(w, r, next, dins, contentType, payload)
+	}
 	if _, err := s.app.Enqueue(r.Context(), dins, contentType, payload); err != nil {
-		// Not durable: refuse, so the sender retries and the legacy script
-		// never sees a notification the mirror did not get.
-		// The response is written here rather than returned as a handler
-		// error: Caddy would log that error with the request URI, and a GET
-		// postback's query carries passwords.
-		s.logger.Error("enqueue failed; answering 503", zap.String("path", r.URL.Path), zap.Strings("dins", dins), zap.Error(err))
-		w.Header().Set("Retry-After", "30")
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, werr := io.WriteString(w, "postback queue unavailable, retry later\n")
-		return werr
+		return s.refuse(w, r, dins, err)
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// refuse answers 503 when the copies are not durable, so the sender retries
+// and the legacy script never sees a notification the mirror did not get.
+// The response is written here rather than returned as a handler error:
+// Caddy would log that error with the request URI, and a GET postback's
+// query carries passwords.
+func (s *SecondaryPost) refuse(w http.ResponseWriter, r *http.Request, dins []string, err error) error {
+	s.logger.Error("enqueue failed; answering 503", zap.String("path", r.URL.Path), zap.Strings("dins", dins), zap.Error(err))
+	w.Header().Set("Retry-After", "30")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, werr := io.WriteString(w, "postback queue unavailable, retry later\n")
+	return werr
+}
+
+// serveHeld is only_accepted: the copies are written held, the script
+// runs, and its status releases or cancels them.
+func (s *SecondaryPost) serveHeld(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, dins []string, contentType string, payload []byte) error {
+	held, err := s.app.Hold(r.Context(), dins, contentType, payload)
+	if err != nil {
+		return s.refuse(w, r, dins, err)
+	}
+	rec := &statusRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	status := 0
+	// Deferred, so that a panic below cancels rather than leaves them held.
+	defer func() {
+		if err := held.Resolve(status); err != nil {
+			s.logger.Error("only_accepted: copies stay held until the next start, which sends them",
+				zap.Int("status", status), zap.Strings("dins", dins), zap.Error(err))
+		}
+	}()
+	err = next.ServeHTTP(rec, r)
+	status = rec.answer(err)
+	return err
 }
 
 // capturePayload returns what a destination will receive: the body of a

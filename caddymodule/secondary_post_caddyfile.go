@@ -24,6 +24,7 @@ func parseSecondaryPost(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //		din     <din>...
 //		din_field <field name>
 //		max_body  <size>
+//		only_accepted
 //	}
 //
 // DINs must be configured as destinations in the postback global option.
@@ -56,6 +57,11 @@ func (s *SecondaryPost) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&s.DINField) {
 				return d.ArgErr()
 			}
+		case "only_accepted":
+			if d.NextArg() {
+				return d.Errf("only_accepted takes no argument, got %q", d.Val())
+			}
+			s.OnlyAccepted = true
 		case "max_body":
 			n, err := sizeArg(d)
 			if err != nil {

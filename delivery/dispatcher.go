@@ -36,7 +36,8 @@ type Observer interface {
 	Enqueued(din string)
 	// Attempted reports one recorded attempt; result is one of the Result* constants.
 	Attempted(din, result string, d time.Duration)
-	// Finished reports a delivery that reached delivered, spooled or failed.
+	// Finished reports a delivery that reached delivered, spooled, failed
+	// or cancelled.
 	Finished(din string, state storage.State)
 	// Circuit reports din's circuit opening or closing.
 	Circuit(din string, open bool)

@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,13 @@ type Store interface {
 	// RetryMany is Retry for several in one write, skipping those that
 	// are not retryable; it returns the ones it made pending.
 	RetryMany(ids []string, now time.Time) ([]storage.Delivery, error)
+	// Release makes held deliveries (NewDelivery.Held) pending, due at now,
+	// and Cancel marks them cancelled without their payload; both skip
+	// those no longer held and return the ones they changed. Neither needs
+	// to be synced: HeldIDs finds what a crash left held.
+	Release(ids []string, now time.Time) ([]storage.Delivery, error)
+	Cancel(ids []string, reason string) ([]storage.Delivery, error)
+	HeldIDs(limit int) ([]string, error)
 	History
 	// RunMaintenance purges records past their retention and reclaims
 	// space, now and then every `every`, until ctx is done or the store is
@@ -53,6 +61,7 @@ type Engine struct {
 	store      Store
 	dispatcher *Dispatcher
 	obs        Observer
+	log        *slog.Logger
 	// sensitive is the current config's redact rule; a reload replaces it
 	// while the workers run.
 	sensitive atomic.Pointer[func(name string) bool]
@@ -67,7 +76,11 @@ type Engine struct {
 // NewEngine returns an engine over store; opts.Sensitive is ignored (use
 // SetSensitive). Call SetDestinations and Start.
 func NewEngine(store Store, opts Options) *Engine {
-	e := &Engine{store: store, obs: opts.Observer, maintain: DefaultMaintenanceInterval}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{store: store, obs: opts.Observer, log: log, maintain: DefaultMaintenanceInterval}
 	if e.obs == nil {
 		e.obs = NopObserver{}
 	}
@@ -77,10 +90,12 @@ func NewEngine(store Store, opts Options) *Engine {
 	return e
 }
 
-// Start starts the workers and the store's maintenance.
+// Start releases what the store holds from before (see ReleaseHeld), then
+// starts the workers and the store's maintenance.
 func (e *Engine) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
+	e.releaseLeftHeld()
 	e.dispatcher.Start()
 	e.wg.Add(1)
 	go func() {

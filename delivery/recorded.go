@@ -14,8 +14,9 @@ type RecordSink interface {
 	Record(d storage.Delivery)
 }
 
-// WithRecords returns store, with every record that Enqueue, Complete and
-// Retry write also handed to sink, after the store has written it.
+// WithRecords returns store, with every record that Enqueue, Complete,
+// Retry, RetryMany, Release and Cancel write also handed to sink, after
+// the store has written it.
 func WithRecords(store Store, sink RecordSink) Store {
 	return recordedStore{Store: store, sink: sink}
 }
@@ -49,4 +50,28 @@ func (s recordedStore) Retry(id string, now time.Time) (storage.Delivery, error)
 		s.sink.Record(d)
 	}
 	return d, err
+}
+
+func (s recordedStore) Release(ids []string, now time.Time) ([]storage.Delivery, error) {
+	recs, err := s.Store.Release(ids, now)
+	for _, d := range recs {
+		s.sink.Record(d)
+	}
+	return recs, err
+}
+
+func (s recordedStore) Cancel(ids []string, reason string) ([]storage.Delivery, error) {
+	recs, err := s.Store.Cancel(ids, reason)
+	for _, d := range recs {
+		s.sink.Record(d)
+	}
+	return recs, err
+}
+
+func (s recordedStore) RetryMany(ids []string, now time.Time) ([]storage.Delivery, error) {
+	recs, err := s.Store.RetryMany(ids, now)
+	for _, d := range recs {
+		s.sink.Record(d)
+	}
+	return recs, err
 }

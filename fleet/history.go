@@ -153,6 +153,8 @@ func addStats(a, b storage.DINStats) storage.DINStats {
 	a.Delivered += b.Delivered
 	a.Failed += b.Failed
 	a.Spooled += b.Spooled
+	a.Held += b.Held
+	a.Cancelled += b.Cancelled
 	if !b.OldestPending.IsZero() && (a.OldestPending.IsZero() || b.OldestPending.Before(a.OldestPending)) {
 		a.OldestPending = b.OldestPending
 	}

@@ -200,7 +200,7 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 	}
 	q := r.URL.Query()
 	data.Form = filterForm{DIN: q.Get("din"), State: q.Get("state"), Since: q.Get("since"), Until: q.Get("until"),
-		DefaultPageSize: pageSize, States: []string{"pending", "delivered", "failed", "spooled"}}
+		DefaultPageSize: pageSize, States: []string{"pending", "delivered", "failed", "spooled", "held", "cancelled"}}
 	f, ferr := ParseFilter(q, data.Now, pageSize, "retried")
 	if ferr == nil {
 		// Show what was understood, e.g. since=24h as the time it means.

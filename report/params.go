@@ -109,7 +109,7 @@ func ParseFilter(q url.Values, now time.Time, defaultLimit int, extra ...string)
 	if v := q.Get("state"); v != "" {
 		st := storage.State(v)
 		if !st.Valid() {
-			return f, badRequest("state %q: want pending, delivered, failed or spooled", v)
+			return f, badRequest("state %q: want pending, delivered, failed, spooled, held or cancelled", v)
 		}
 		f.State = st
 	}

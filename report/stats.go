@@ -79,6 +79,10 @@ type Counts struct {
 	Delivered int `json:"delivered"`
 	Failed    int `json:"failed"`
 	Spooled   int `json:"spooled"`
+	// Held copies wait for their script's answer (only_accepted); cancelled
+	// ones were not sent because it did not accept the notification.
+	Held      int `json:"held"`
+	Cancelled int `json:"cancelled"`
 	// OldestPending is the creation time of the oldest pending delivery.
 	OldestPending           *time.Time `json:"oldest_pending"`
 	OldestPendingAgeSeconds *float64   `json:"oldest_pending_age_seconds"`
@@ -155,6 +159,7 @@ func Summarize(configured []string, counters map[string]storage.DINStats, bucket
 		c := counters[din]
 		ds := DestinationStats{DIN: din, Configured: isConfigured[din]}
 		ds.Pending, ds.Delivered, ds.Failed, ds.Spooled = c.Pending, c.Delivered, c.Failed, c.Spooled
+		ds.Held, ds.Cancelled = c.Held, c.Cancelled
 		if !c.OldestPending.IsZero() && c.Pending > 0 {
 			ds.OldestPending = timePtr(c.OldestPending)
 			age := max(now.Sub(c.OldestPending), 0).Seconds()
@@ -195,6 +200,8 @@ func Summarize(configured []string, counters map[string]storage.DINStats, bucket
 		t.Delivered += ds.Delivered
 		t.Failed += ds.Failed
 		t.Spooled += ds.Spooled
+		t.Held += ds.Held
+		t.Cancelled += ds.Cancelled
 		if ds.OldestPending != nil && (t.OldestPending == nil || ds.OldestPending.Before(*t.OldestPending)) {
 			t.OldestPending, t.OldestPendingAgeSeconds = ds.OldestPending, ds.OldestPendingAgeSeconds
 		}

@@ -124,8 +124,8 @@ func clip(s string) string {
 	return s[:cut]
 }
 
-var stateCodes = map[State]byte{StatePending: 1, StateDelivered: 2, StateSpooled: 3, StateFailed: 4}
-var codeStates = map[byte]State{1: StatePending, 2: StateDelivered, 3: StateSpooled, 4: StateFailed}
+var stateCodes = map[State]byte{StatePending: 1, StateDelivered: 2, StateSpooled: 3, StateFailed: 4, StateHeld: 5, StateCancelled: 6}
+var codeStates = map[byte]State{1: StatePending, 2: StateDelivered, 3: StateSpooled, 4: StateFailed, 5: StateHeld, 6: StateCancelled}
 
 func encodeRecord(d *Delivery) []byte {
 	e := encoder{b: make([]byte, 0, 96+len(d.DIN)+len(d.ContentType)+len(d.SpoolFile)+len(d.LastError)+24*len(d.Attempts))}
@@ -201,6 +201,7 @@ type dinCounters struct {
 	LastSuccess                         time.Time
 	LastError                           time.Time
 	LastErrorText                       string
+	Held, Cancelled                     int64 // encoded last: older stores lack them
 }
 
 func (c *dinCounters) add(st State, n int64) {
@@ -213,13 +214,17 @@ func (c *dinCounters) add(st State, n int64) {
 		c.Failed += n
 	case StateSpooled:
 		c.Spooled += n
+	case StateHeld:
+		c.Held += n
+	case StateCancelled:
+		c.Cancelled += n
 	}
 }
 
 func (c *dinCounters) isZero() bool { return *c == dinCounters{} }
 
 // maxCountersLen bounds an encoded dinCounters (for transaction sizing).
-const maxCountersLen = 1 + 4*binary.MaxVarintLen64 + 2*binary.MaxVarintLen64 + binary.MaxVarintLen64 + maxErrorText
+const maxCountersLen = 1 + 4*binary.MaxVarintLen64 + 2*binary.MaxVarintLen64 + binary.MaxVarintLen64 + maxErrorText + 2*binary.MaxVarintLen64
 
 func encodeCounters(c *dinCounters) []byte {
 	e := encoder{}
@@ -231,6 +236,8 @@ func encodeCounters(c *dinCounters) []byte {
 	e.time(c.LastSuccess)
 	e.time(c.LastError)
 	e.str(c.LastErrorText)
+	e.varint(c.Held)
+	e.varint(c.Cancelled)
 	return e.b
 }
 
@@ -247,6 +254,10 @@ func decodeCounters(b []byte) (dinCounters, error) {
 	c.LastSuccess = d.time()
 	c.LastError = d.time()
 	c.LastErrorText = d.str()
+	if len(d.b) > 0 { // written since only_accepted
+		c.Held = d.varint()
+		c.Cancelled = d.varint()
+	}
 	return c, d.err
 }
 

@@ -379,6 +379,8 @@ func mergeCounters(c *dinCounters, d *dinCounters) {
 	c.Delivered += d.Delivered
 	c.Failed += d.Failed
 	c.Spooled += d.Spooled
+	c.Held += d.Held
+	c.Cancelled += d.Cancelled
 	if d.LastSuccess.After(c.LastSuccess) {
 		c.LastSuccess = d.LastSuccess
 	}

@@ -16,6 +16,7 @@ import (
 //	d id                      → delivery record (codec.go), no payload
 //	p id                      → payload
 //	q len din next_attempt id → nothing: the due index, pending deliveries only
+//	o id                      → nothing: the held index (only_accepted), held deliveries only
 //	s len din                 → persisted per-DIN counters (codec.go)
 //	h hour len din            → hourly bucket (codec.go)
 //	r key                     → dedupe record: 8-byte expiry (ns, 0 = none) + value
@@ -31,6 +32,7 @@ const (
 	pfxDelivery = 'd'
 	pfxPayload  = 'p'
 	pfxDue      = 'q'
+	pfxHeld     = 'o'
 	pfxStats    = 's'
 	pfxHour     = 'h'
 	pfxDedupe   = 'r'
@@ -109,6 +111,8 @@ func readDIN(b []byte) (string, []byte, bool) {
 
 func deliveryKey(i id) []byte { return append([]byte{pfxDelivery}, i[:]...) }
 func payloadKey(i id) []byte  { return append([]byte{pfxPayload}, i[:]...) }
+
+func heldKey(i id) []byte { return append([]byte{pfxHeld}, i[:]...) }
 
 func dueKey(din string, next time.Time, i id) []byte {
 	t := ts(next)

@@ -88,10 +88,12 @@ func (s *Store) expired(from, end []byte, cutoff time.Time) (ids []id, next []by
 	return ids, next, err
 }
 
-// expiredBy: delivered and spooled records go once they were last updated
-// before cutoff; pending and failed ones are kept, whatever their age.
+// expiredBy: delivered, spooled and cancelled records go once they were
+// last updated before cutoff; pending, held and failed ones are kept,
+// whatever their age.
 func expiredBy(d Delivery, cutoff time.Time) bool {
-	return (d.State == StateDelivered || d.State == StateSpooled) && d.Updated.Before(cutoff)
+	done := d.State == StateDelivered || d.State == StateSpooled || d.State == StateCancelled
+	return done && d.Updated.Before(cutoff)
 }
 
 type purgeOp struct {

@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// Enqueue writes one pending delivery per item, due now, and returns once the
+// Enqueue writes one pending delivery per item, due now (held, with
+// NewDelivery.Held: see Release), and returns once the
 // group commit holding them is synced to disk. The items of one call are
 // written atomically. When ctx ends first its error is returned and the
 // deliveries may still be written.
@@ -50,10 +51,15 @@ func (o *enqueueOp) apply(w *wtx) (any, error) {
 			Size:        len(it.Payload),
 			HasPayload:  true,
 		}
+		if it.Held {
+			d.State, d.NextAttempt = StateHeld, time.Time{}
+			w.set(heldKey(i), nil)
+		} else {
+			w.insertDue(d.DIN, now, i)
+		}
 		w.set(deliveryKey(i), encodeRecord(&d))
 		w.set(payloadKey(i), append([]byte(nil), it.Payload...))
-		w.insertDue(d.DIN, now, i)
-		w.countState(d.DIN, StatePending, 1)
+		w.countState(d.DIN, d.State, 1)
 		out = append(out, d)
 	}
 	return out, nil
@@ -98,7 +104,7 @@ func (s *Store) Complete(id string, a Attempt, out Outcome) (Delivery, error) {
 	if !ok {
 		return Delivery{}, fmt.Errorf("complete %q: %w", id, ErrNotFound)
 	}
-	if !out.State.Valid() {
+	if !out.State.outcome() {
 		return Delivery{}, fmt.Errorf("complete %s: invalid outcome state %q", id, out.State)
 	}
 	res, err := s.submitLazy(&completeOp{id: i, a: a, out: out})

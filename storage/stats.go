@@ -23,6 +23,8 @@ func (s *Store) Stats() (map[string]DINStats, error) {
 				Delivered:     int(c.Delivered),
 				Failed:        int(c.Failed),
 				Spooled:       int(c.Spooled),
+				Held:          int(c.Held),
+				Cancelled:     int(c.Cancelled),
 				LastSuccess:   c.LastSuccess,
 				LastError:     c.LastError,
 				LastErrorText: c.LastErrorText,

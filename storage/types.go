@@ -17,10 +17,23 @@ const (
 	StateDelivered State = "delivered" // a 2xx was received; payload deleted
 	StateSpooled   State = "spooled"   // retries exhausted; encrypted file written; payload deleted
 	StateFailed    State = "failed"    // retries exhausted, no spool (or spool error); payload kept
+	// With only_accepted: written before the script runs, sent only once it
+	// has answered 2xx (then pending), cancelled otherwise.
+	StateHeld      State = "held"      // waiting for the script's answer; payload kept
+	StateCancelled State = "cancelled" // the script did not accept the notification; payload deleted
 )
 
-// Valid reports whether s is one of the four states.
+// Valid reports whether s is one of the six states.
 func (s State) Valid() bool {
+	switch s {
+	case StatePending, StateDelivered, StateSpooled, StateFailed, StateHeld, StateCancelled:
+		return true
+	}
+	return false
+}
+
+// outcome reports whether an attempt may end in s (Complete).
+func (s State) outcome() bool {
 	switch s {
 	case StatePending, StateDelivered, StateSpooled, StateFailed:
 		return true
@@ -75,6 +88,8 @@ type NewDelivery struct {
 	DIN         string
 	ContentType string
 	Payload     []byte // exactly what will be posted (body, or form string for GET)
+	// Held writes the delivery held rather than pending: see Store.Release.
+	Held bool
 }
 
 // Outcome is what the delivery workers decided after an attempt.
@@ -104,6 +119,8 @@ type DINStats struct {
 	Delivered     int       `json:"delivered"`
 	Failed        int       `json:"failed"`
 	Spooled       int       `json:"spooled"`
+	Held          int       `json:"held"`
+	Cancelled     int       `json:"cancelled"`
 	OldestPending time.Time `json:"oldest_pending,omitzero"`
 	LastSuccess   time.Time `json:"last_success,omitzero"`
 	LastError     time.Time `json:"last_error_at,omitzero"`
