@@ -180,6 +180,11 @@ func (a *App) Start() error {
 			zap.String("storage_dir", a.dir))
 	}
 	if a.fleetOpts != nil {
+		disk, err := storage.DiskID(a.dir)
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		a.fleetOpts.Disk = disk
 		f, err := loadFleet(*a.fleetOpts)
 		if err != nil {
 			return err

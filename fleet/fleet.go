@@ -110,7 +110,7 @@ func (f *Fleet) setUp(ctx context.Context) error {
 	}
 	f.records = &Records{f: f, ch: make(chan storage.Delivery, recordBuffer)}
 	f.nodes = &registry{f: f, kv: nodes}
-	return f.nodes.claim(ctx)
+	return f.nodes.claim(ctx, true)
 }
 
 // natsOptions turns the options into nats.go's: reconnect for ever (an

@@ -165,6 +165,18 @@ func TestNodeNameIsClaimedOnce(t *testing.T) {
 	again.Close()
 }
 
+// An edge killed before it freed its name (here: its fleet never closed)
+// restarts on the same disk and takes the name back at once; another disk
+// is still refused.
+func TestNodeNameTakenOverBySameDisk(t *testing.T) {
+	c := natstest.Start(t, 1)
+	join(t, c.URLs(), "edge-a", 1, func(o *fleet.Options) { o.Instance, o.Disk = "run-1", "disk-a" })
+	if _, err := connect(c.URLs(), "edge-a", 1, func(o *fleet.Options) { o.Instance, o.Disk = "other", "disk-b" }); !errors.Is(err, fleet.ErrNodeInUse) {
+		t.Fatalf("another disk: %v, want ErrNodeInUse", err)
+	}
+	join(t, c.URLs(), "edge-a", 1, func(o *fleet.Options) { o.Instance, o.Disk = "run-2", "disk-a" })
+}
+
 func TestNodeNameFreedAtClose(t *testing.T) {
 	c := natstest.Start(t, 1)
 	f, err := connect(c.URLs(), "edge-a", 1)

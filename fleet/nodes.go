@@ -30,6 +30,7 @@ type registry struct {
 
 type nodeRecord struct {
 	Instance string    `json:"instance"`
+	Disk     string    `json:"disk,omitempty"`
 	Host     string    `json:"host"`
 	Since    time.Time `json:"since"`
 }
@@ -38,10 +39,12 @@ type nodeRecord struct {
 var ErrNodeInUse = errors.New("node name in use by another edge")
 
 // claim takes the node name for this instance, or fails with ErrNodeInUse.
-func (r *registry) claim(ctx context.Context) error {
+// At start (takeover) a claim of this edge's disk by another instance is a
+// previous run, killed, and is taken over; later it is a second live edge
+// on a copy of the disk, and refused, so the two do not take it in turns.
+func (r *registry) claim(ctx context.Context, takeover bool) error {
 	node := r.f.opts.Node
-	host, _ := os.Hostname()
-	rec, _ := json.Marshal(nodeRecord{Instance: r.f.opts.Instance, Host: host, Since: time.Now().UTC()})
+	rec := r.record()
 	for range 3 {
 		rev, err := r.kv.Create(ctx, node, r.f.seal.seal(node, rec), jetstream.KeyTTL(nodeTTL))
 		if err == nil {
@@ -66,17 +69,32 @@ func (r *registry) claim(ctx context.Context) error {
 			r.revision = e.Revision()
 			return r.renew(ctx) // this process's own claim (a reload)
 		}
+		if takeover && held.Disk == r.f.opts.Disk && held.Disk != "" {
+			// This edge's previous run, killed before it freed the name:
+			// one disk cannot serve two live edges (its store is locked).
+			r.revision = e.Revision()
+			if err := r.renew(ctx); err != nil {
+				return fmt.Errorf("cluster: take over node %s from this edge's previous run: %w", node, err)
+			}
+			r.f.opts.Logger.Warn("cluster: node name taken over from this edge's previous run", "node", node, "held_since", held.Since)
+			return nil
+		}
 		return fmt.Errorf("cluster: %w: node %q is held by host %q since %s; give each edge its own node name (a dead edge's claim expires %s after its last heartbeat)",
 			ErrNodeInUse, node, held.Host, held.Since.Format(time.RFC3339), nodeTTL)
 	}
 	return fmt.Errorf("cluster: claim node %s: the key keeps changing", node)
 }
 
+func (r *registry) record() []byte {
+	host, _ := os.Hostname()
+	rec, _ := json.Marshal(nodeRecord{Instance: r.f.opts.Instance, Disk: r.f.opts.Disk, Host: host, Since: time.Now().UTC()})
+	return rec
+}
+
 // renew republishes the claim with a fresh TTL, only if it is still ours.
 func (r *registry) renew(ctx context.Context) error {
 	node := r.f.opts.Node
-	host, _ := os.Hostname()
-	rec, _ := json.Marshal(nodeRecord{Instance: r.f.opts.Instance, Host: host, Since: time.Now().UTC()})
+	rec := r.record()
 	msg := &nats.Msg{Subject: "$KV." + r.f.opts.Prefix + "_nodes." + node, Data: r.f.seal.seal(node, rec)}
 	ack, err := r.f.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(r.revision), jetstream.WithMsgTTL(nodeTTL))
 	if err != nil {
@@ -102,7 +120,7 @@ func (r *registry) heartbeat(ctx context.Context) {
 		err := r.renew(octx)
 		if err != nil && !IsUnavailable(err) {
 			// Expired while NATS was away, or taken: claim it again.
-			err = r.claim(octx)
+			err = r.claim(octx, false)
 		}
 		cancel()
 		if err != nil && ctx.Err() == nil {

@@ -44,7 +44,11 @@ type Options struct {
 	// Instance tells this process from another edge that uses the same
 	// node name (a node record of another instance is a conflict).
 	Instance string
-	Logger   *slog.Logger
+	// Disk identifies the edge's own disk (its storage folder): a claim
+	// held by the same disk is a previous run of this edge, killed before
+	// it could free the name, and is taken over at once.
+	Disk   string
+	Logger *slog.Logger
 }
 
 // Defaults.
