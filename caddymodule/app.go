@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
 
+	"github.com/postbackedge/caddy-postback/alert"
 	"github.com/postbackedge/caddy-postback/delivery"
 	"github.com/postbackedge/caddy-postback/fleet"
 	"github.com/postbackedge/caddy-postback/handlers"
@@ -46,6 +47,8 @@ type App struct {
 	Redact []string `json:"redact,omitempty"`
 	// Cluster joins a fleet of edges on NATS JetStream; see Cluster.
 	Cluster *Cluster `json:"cluster,omitempty"`
+	// Alert posts to webhooks when deliveries are in trouble; see Alert.
+	Alert *Alert `json:"alert,omitempty"`
 
 	ctx     caddy.Context
 	logger  *zap.Logger
@@ -68,6 +71,9 @@ type App struct {
 	// fleetOpts is set with Cluster; fleet by Start.
 	fleetOpts *fleet.Options
 	fleet     atomic.Pointer[fleet.Fleet]
+	// alertOpts is set with Alert; alerter by Start.
+	alertOpts *alert.Options
+	alerter   *alert.Alerter
 }
 
 // CaddyModule returns the Caddy module information.
@@ -127,6 +133,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		o.Logger = slogFor(a.logger.Named("fleet"))
 		o.Retention = time.Duration(a.Retention)
 		a.fleetOpts = &o
+	}
+	if a.Alert != nil {
+		o, insecure, err := a.Alert.options(repl)
+		if err != nil {
+			return err
+		}
+		warnInsecureAlerts(a.logger, insecure)
+		a.alertOpts = &o
 	}
 	if a.metrics, err = loadMetrics(ctx); err != nil {
 		return err
@@ -196,7 +210,13 @@ func (a *App) Start() error {
 		a.releaseFleet()
 		return err
 	}
+	if err := a.startAlerts(e); err != nil {
+		_, _ = enginePool.Delete(a.dir)
+		a.releaseFleet()
+		return err
+	}
 	if err := a.configure(e); err != nil {
+		a.stopAlerts(e)
 		_, _ = enginePool.Delete(a.dir)
 		a.releaseFleet()
 		return err
@@ -224,6 +244,7 @@ func (a *App) configure(e *pooledEngine) error {
 		return fmt.Errorf("postback: %w", err)
 	}
 	e.SetSensitive(a.sensitive.Match)
+	e.alerts.alerter.Store(a.alerter)
 	if f := a.fleet.Load(); f != nil {
 		e.records.set(f.Records())
 		f.SetLocal(e.Engine)
@@ -274,6 +295,7 @@ func (a *App) Stop() error {
 			a.logger.Error("restoring the running config's destinations", zap.Error(err))
 		}
 	}
+	a.stopAlerts(e)
 	if f := a.fleet.Load(); f != nil {
 		// Before the store may close: the fleet keeps this edge's last
 		// counts while it is away.

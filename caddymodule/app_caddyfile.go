@@ -38,6 +38,7 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //		retention      <duration>
 //		redact         <field>...
 //		cluster { ... }
+//		alert { ... }
 //		destination <din> {
 //			url            <https://...>
 //			method         POST|GET
@@ -58,7 +59,7 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //	}
 //
 // redact, destination and header are repeatable; other options are not.
-// The cluster block is unmarshalCluster's.
+// The cluster block is unmarshalCluster's, the alert block unmarshalAlert's.
 // Values are checked with the rules provision uses, placeholders known at
 // load time resolved, so that an error names its line.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -136,6 +137,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.Cluster, clusterTok = c, tok
+		case "alert":
+			al, err := unmarshalAlert(d)
+			if err != nil {
+				return err
+			}
+			a.Alert = al
 		default:
 			return d.Errf("unrecognized postback option %q", d.Val())
 		}

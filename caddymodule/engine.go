@@ -33,6 +33,9 @@ type pooledEngine struct {
 	// records is where the store's records go besides the store: the
 	// fleet's history with cluster, nowhere without.
 	records recordSwitch
+	// alerts is where its events go besides the metrics: the running
+	// config's Alerter, or nowhere.
+	alerts *alertSwitch
 }
 
 // recordSwitch is a delivery.RecordSink that a config (re)load can point
@@ -81,10 +84,10 @@ func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Log
 	if err != nil {
 		return nil, err
 	}
-	p := &pooledEngine{dir: dir, keyID: keyFingerprint(key), store: store, logger: logger}
+	p := &pooledEngine{dir: dir, keyID: keyFingerprint(key), store: store, logger: logger, alerts: newAlertSwitch()}
 	p.Engine = delivery.NewEngine(delivery.WithRecords(store, &p.records), delivery.Options{
 		Logger:    slogger.With("component", "delivery"),
-		Observer:  metricsObserver{m},
+		Observer:  metricsObserver{m, p.alerts},
 		UserAgent: userAgent(),
 	})
 	p.Start()
@@ -115,8 +118,12 @@ func (e *pooledEngine) refreshDepth(depth *prometheus.GaugeVec) {
 	}
 }
 
-// metricsObserver turns the engine's events into Prometheus metrics.
-type metricsObserver struct{ m *Metrics }
+// metricsObserver turns the engine's events into Prometheus metrics, and
+// those an operator must hear about into alerts.
+type metricsObserver struct {
+	m      *Metrics
+	alerts *alertSwitch
+}
 
 func (o metricsObserver) Enqueued(din string) { o.m.Enqueued.WithLabelValues(din).Inc() }
 
@@ -126,6 +133,7 @@ func (o metricsObserver) Attempted(din, result string, d time.Duration) {
 }
 
 func (o metricsObserver) Finished(din string, state storage.State) {
+	o.alerts.finished(din, state)
 	switch state {
 	case storage.StateDelivered:
 		o.m.Delivered.WithLabelValues(din).Inc()
@@ -146,6 +154,7 @@ func (o metricsObserver) Circuit(din string, open bool) {
 		v = 1
 	}
 	o.m.CircuitOpen.WithLabelValues(din).Set(v)
+	o.alerts.circuit(din, open)
 }
 
 var (

@@ -33,6 +33,14 @@ type Metrics struct {
 	// records could not be read or written (NATS away, in a fleet).
 	DedupeUnavailable prometheus.Counter
 	Verified          *prometheus.CounterVec
+	AlertsSent        *prometheus.CounterVec
+	AlertsFailed      *prometheus.CounterVec
+	AlertsSuppressed  *prometheus.CounterVec
+	// Notifications counts the notification log's records by outcome;
+	// NotificationsDropped those it did not keep (queue full, or a
+	// refusals budget spent).
+	Notifications        *prometheus.CounterVec
+	NotificationsDropped *prometheus.CounterVec
 }
 
 func (*Metrics) Destruct() error { return nil }
@@ -54,7 +62,13 @@ func newMetrics() *Metrics {
 		DedupeReplays: counter("replays_total", "Replayed notifications answered from the first response, by handler outcome.", "outcome"),
 		DedupeUnavailable: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dedupe_unavailable_total",
 			Help: "Notifications answered 503 (Retry-After) because the replay records could not be read or written."}),
-		Verified: counter("itns_verified_total", "Notifications whose signature matched, by the index of the configured secret that matched (from 0).", "secret_index"),
+		Verified:         counter("itns_verified_total", "Notifications whose signature matched, by the index of the configured secret that matched (from 0).", "secret_index"),
+		AlertsSent:       counter("alerts_sent_total", "Alerts that reached a webhook, by event.", "event"),
+		AlertsFailed:     counter("alerts_failed_total", "Alerts that did not reach a webhook after their tries, or were dropped on a full queue, by event.", "event"),
+		AlertsSuppressed: counter("alerts_suppressed_total", "Events folded into a later alert by min_interval, by event.", "event"),
+		Notifications:    counter("notifications_total", "Requests seen by a postback handler, by outcome (accepted, refused, replay_answered, replay_in_flight).", "outcome"),
+		NotificationsDropped: counter("notifications_dropped_total",
+			"Notification log records not kept, by reason (queue_full, budget: the hourly budget of records that were not accepted).", "reason"),
 		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "queue_depth", Help: "Pending deliveries.",
 		}, []string{"din"}),
@@ -71,7 +85,8 @@ func newMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Filtered, m.Enqueued, m.Attempts, m.Delivered, m.Spooled,
-		m.Failed, m.Cancelled, depthCollector{m.QueueDepth}, m.CircuitOpen, m.RateDelayed, m.DeliverySecs, m.DedupeReplays, m.DedupeUnavailable, m.Verified}
+		m.Failed, m.Cancelled, depthCollector{m.QueueDepth}, m.CircuitOpen, m.RateDelayed, m.DeliverySecs, m.DedupeReplays, m.DedupeUnavailable, m.Verified,
+		m.AlertsSent, m.AlertsFailed, m.AlertsSuppressed, m.Notifications, m.NotificationsDropped}
 }
 
 // depthCollector sets the queue-depth gauge from the open stores when it is

@@ -103,6 +103,7 @@ func (s *SecondaryPost) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 // query carries passwords.
 func (s *SecondaryPost) refuse(w http.ResponseWriter, r *http.Request, dins []string, err error) error {
 	s.logger.Error("enqueue failed; answering 503", zap.String("path", r.URL.Path), zap.Strings("dins", dins), zap.Error(err))
+	s.app.alertStoreRefused(dins, err)
 	w.Header().Set("Retry-After", "30")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusServiceUnavailable)
