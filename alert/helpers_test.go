@@ -66,7 +66,7 @@ func (s *sink) attempts() int {
 
 // counts implements Counters.
 type counts struct {
-	mu                        sync.Mutex
+	mu                       sync.Mutex
 	sent, failed, suppressed map[Kind]int
 }
 
