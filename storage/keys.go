@@ -21,6 +21,7 @@ import (
 //	h hour len din            → hourly bucket (codec.go)
 //	r key                     → dedupe record: 8-byte expiry (ns, 0 = none) + value
 //	m name                    → store metadata (schema version)
+//	n id                      → notification log record (notifications.go), JSON
 //
 // The retained history is the d records alone, which are written in id order,
 // so Badger's flushes and compactions touch only their newest end. Schema 1
@@ -37,6 +38,8 @@ const (
 	pfxHour     = 'h'
 	pfxDedupe   = 'r'
 	pfxMeta     = 'm'
+	// pfxNotification is the notification log.
+	pfxNotification = 'n'
 )
 
 // schema1Indexes are the prefixes of schema 1's indexes, dropped when a

@@ -16,7 +16,8 @@ import (
 const purgeChunk = 256
 
 // Purge deletes delivered and spooled records whose last update is older than
-// Retention, and hourly buckets older than HourlyRetention. It returns the
+// Retention, notification log records older than Retention, and hourly
+// buckets older than HourlyRetention. It returns the
 // number of deliveries deleted.
 //
 // It walks the records from the oldest. A record is updated after its id was
@@ -45,6 +46,9 @@ func (s *Store) Purge(now time.Time) (int, error) {
 		from = next
 	}
 	if err := s.purgeHourly(now.Add(-s.opts.HourlyRetention)); err != nil {
+		return total, fmt.Errorf("purge: %w", err)
+	}
+	if err := s.purgeNotifications(cutoff); err != nil {
 		return total, fmt.Errorf("purge: %w", err)
 	}
 	return total, nil
