@@ -83,10 +83,21 @@ func (a *App) source() (report.Source, error) {
 		return nil, &report.Error{Status: http.StatusServiceUnavailable, Err: errNotStarted,
 			Message: "the postback app has not started (yet)"}
 	}
+	// The notification log is this edge's own, in a fleet too.
 	if f := a.fleet.Load(); f != nil {
-		return fleetSource{Engine: e.Engine, history: f.History()}, nil
+		return withNotes{fleetSource{Engine: e.Engine, history: f.History()}, e.store}, nil
 	}
-	return e.Engine, nil
+	return withNotes{e.Engine, e.store}, nil
+}
+
+// withNotes adds the store's notification log to a delivery source.
+type withNotes struct {
+	report.DeliverySource
+	store *storage.Store
+}
+
+func (s withNotes) Notifications(f storage.NotificationFilter) ([]storage.Notification, string, error) {
+	return s.store.Notifications(f)
 }
 
 // fleetSource is what the report reads in a fleet: the fleet's history,

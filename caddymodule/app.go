@@ -22,6 +22,7 @@ import (
 	"github.com/postbackedge/caddy-postback/delivery"
 	"github.com/postbackedge/caddy-postback/fleet"
 	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/notelog"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
@@ -47,6 +48,14 @@ type App struct {
 	Redact []string `json:"redact,omitempty"`
 	// Cluster joins a fleet of edges on NATS JetStream; see Cluster.
 	Cluster *Cluster `json:"cluster,omitempty"`
+	// Labels names the form fields whose values the notification log keeps
+	// with each record (a receipt, a transaction id), to find a sale by.
+	// Fields named like card data or secrets are refused.
+	Labels []string `json:"labels,omitempty"`
+	// LogRefusedPerHour bounds the notification log's records per hour
+	// that were not accepted (refused, replays), so a flood of refusals
+	// cannot fill the disk. Default 1000; -1 keeps none.
+	LogRefusedPerHour int `json:"log_refused_per_hour,omitempty"`
 	// Alert posts to webhooks when deliveries are in trouble; see Alert.
 	Alert *Alert `json:"alert,omitempty"`
 
@@ -125,6 +134,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.dests[din] = built
 	}
 	a.sensitive = handlers.NewSensitive(a.Redact...)
+	if err := notelog.CheckLabels(a.Labels, a.sensitive.Match); err != nil {
+		return err
+	}
+	if a.LogRefusedPerHour < -1 {
+		return fmt.Errorf("log_refused_per_hour %d: want a number of records, or -1 for none", a.LogRefusedPerHour)
+	}
 	if a.Cluster != nil {
 		o, err := a.Cluster.options(repl, a.key)
 		if err != nil {
@@ -245,6 +260,7 @@ func (a *App) configure(e *pooledEngine) error {
 	}
 	e.SetSensitive(a.sensitive.Match)
 	e.alerts.alerter.Store(a.alerter)
+	e.notes.SetRefusedPerHour(a.LogRefusedPerHour)
 	if f := a.fleet.Load(); f != nil {
 		e.records.set(f.Records())
 		f.SetLocal(e.Engine)

@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/postbackedge/caddy-postback/delivery"
+	"github.com/postbackedge/caddy-postback/handlers"
+	"github.com/postbackedge/caddy-postback/notelog"
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
@@ -37,6 +39,8 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //		encryption_key <64 hex chars | base64>
 //		retention      <duration>
 //		redact         <field>...
+//		label          <field>...
+//		log_refused_per_hour <n>
 //		cluster { ... }
 //		alert { ... }
 //		destination <din> {
@@ -58,7 +62,7 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //		}
 //	}
 //
-// redact, destination and header are repeatable; other options are not.
+// redact, label, destination and header are repeatable; other options are not.
 // The cluster block is unmarshalCluster's, the alert block unmarshalAlert's.
 // Values are checked with the rules provision uses, placeholders known at
 // load time resolved, so that an error names its line.
@@ -67,8 +71,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	opts := newOptionSet("redact", "destination")
-	var clusterTok caddyfile.Token
+	opts := newOptionSet("redact", "label", "destination")
+	var clusterTok, labelTok caddyfile.Token
 	for d.NextBlock(0) {
 		if err := opts.once(d); err != nil {
 			return err
@@ -99,6 +103,23 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.Redact = append(a.Redact, args...)
+		case "label":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			labelTok = d.Token()
+			a.Labels = append(a.Labels, args...)
+		case "log_refused_per_hour":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n < -1 || n == 0 {
+				return d.Errf("log_refused_per_hour %q: want a positive number of records, or -1 for none", s)
+			}
+			a.LogRefusedPerHour = n
 		case "destination":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -146,6 +167,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized postback option %q", d.Val())
 		}
+	}
+	// After the loop: redact, which adds sensitive names, may come later.
+	if err := notelog.CheckLabels(a.Labels, handlers.NewSensitive(a.Redact...).Match); err != nil {
+		return errAt(labelTok, err)
 	}
 	if a.Cluster != nil && a.EncryptionKey == "" {
 		return errAt(clusterTok, errors.New("cluster needs encryption_key: nothing may be in clear on NATS's disks"))

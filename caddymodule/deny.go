@@ -81,6 +81,7 @@ func (dn *denier) deny(w http.ResponseWriter, r *http.Request, d *handlers.Denia
 		repl.Set("postback.deny_reason", d.Reason)
 	}
 	dn.metrics.Filtered.WithLabelValues(d.Reason).Inc()
+	note(r).Refuse(d.Reason)
 	if len(d.Allow) > 0 {
 		w.Header().Set("Allow", strings.Join(d.Allow, ", "))
 	}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/postbackedge/caddy-postback/delivery"
+	"github.com/postbackedge/caddy-postback/notelog"
 	"github.com/postbackedge/caddy-postback/report"
 	"github.com/postbackedge/caddy-postback/storage"
 )
@@ -36,6 +37,8 @@ type pooledEngine struct {
 	// alerts is where its events go besides the metrics: the running
 	// config's Alerter, or nowhere.
 	alerts *alertSwitch
+	// notes writes the notification log into store.
+	notes *notelog.Log
 }
 
 // recordSwitch is a delivery.RecordSink that a config (re)load can point
@@ -90,6 +93,8 @@ func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Log
 		Observer:  metricsObserver{m, p.alerts},
 		UserAgent: userAgent(),
 	})
+	p.notes = notelog.New(notelog.Options{Sink: store, Counters: noteCounters{m}, Logger: slogger.With("component", "notelog")})
+	p.notes.Start()
 	p.Start()
 	return p, nil
 }
@@ -99,6 +104,10 @@ func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Log
 func (e *pooledEngine) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
+	// The log's last records go in before the store closes.
+	if err := e.notes.Stop(ctx); err != nil {
+		e.logger.Warn("notification log: last records not written", zap.Error(err))
+	}
 	if err := e.Stop(ctx); err != nil {
 		return fmt.Errorf("stop postback engine %s: %w", e.dir, err)
 	}
@@ -158,6 +167,6 @@ func (o metricsObserver) Circuit(din string, open bool) {
 }
 
 var (
-	_ delivery.Observer = metricsObserver{}
-	_ report.Source     = (*delivery.Engine)(nil)
+	_ delivery.Observer     = metricsObserver{}
+	_ report.DeliverySource = (*delivery.Engine)(nil)
 )

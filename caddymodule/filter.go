@@ -53,6 +53,7 @@ type PostbackFilter struct {
 	maxBody int64
 	denier  *denier
 	logger  *zap.Logger
+	app     *App // for the notification log; nil without a postback app
 }
 
 // CaddyModule returns the Caddy module information.
@@ -71,6 +72,7 @@ func (f *PostbackFilter) Provision(ctx caddy.Context) error {
 // provision takes the logger apart so tests can observe what is logged.
 func (f *PostbackFilter) provision(ctx caddy.Context, logger *zap.Logger) error {
 	f.logger = logger
+	f.app = configuredApp(ctx)
 
 	methods, err := handlers.ParseMethods(f.Methods)
 	if err != nil {
@@ -155,7 +157,9 @@ func (f *PostbackFilter) Validate() error {
 // ServeHTTP refuses the request or passes it on with its body captured.
 // The sender is checked before the method, so that an unknown sender learns
 // nothing about the endpoint (not even its Allow header).
-func (f *PostbackFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (f *PostbackFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	w, r, done := f.app.beginNote(w, r)
+	defer func() { done(err) }()
 	if !f.allow.Empty() && r.TLS != nil && !r.TLS.HandshakeComplete {
 		// TLS early data (HTTP/3 0-RTT): the peer address is not verified
 		// yet, and a replayed postback must not pass. 425 makes the client

@@ -103,6 +103,7 @@ type ITNSVerify struct {
 	verified   []prometheus.Counter // by secret index
 	logger     *zap.Logger
 	retryAfter string
+	app        *App // for the notification log; nil without a postback app
 }
 
 // CaddyModule returns the Caddy module information.
@@ -117,6 +118,7 @@ func (ITNSVerify) CaddyModule() caddy.ModuleInfo {
 // from the postback app.
 func (v *ITNSVerify) Provision(ctx caddy.Context) error {
 	v.logger = ctx.Logger()
+	v.app = configuredApp(ctx)
 	secrets, err := resolveSecrets(caddy.NewReplacer(), v.Secrets)
 	if err != nil {
 		return err
@@ -236,7 +238,9 @@ func (v *ITNSVerify) Validate() error {
 }
 
 // ServeHTTP verifies the notification, then passes it on or answers it.
-func (v *ITNSVerify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (v *ITNSVerify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	w, r, done := v.app.beginNote(w, r)
+	defer func() { done(err) }()
 	body, err := handlers.CaptureBody(r, v.MaxBody)
 	if err != nil {
 		if d, ok := asDenial(err); ok {
@@ -290,6 +294,7 @@ func (v *ITNSVerify) serveDeduped(w http.ResponseWriter, r *http.Request, next c
 	res, err := v.guard.Begin(r.Context(), key)
 	if err != nil {
 		if d, ok := asDenial(err); ok {
+			note(r).Replay(true)
 			v.metrics.DedupeReplays.WithLabelValues("in_flight").Inc()
 			w.Header().Set("Retry-After", v.retryAfter)
 			return v.busyDenier.deny(w, r, d)
@@ -299,12 +304,14 @@ func (v *ITNSVerify) serveDeduped(w http.ResponseWriter, r *http.Request, next c
 			// retries a 503, which is safer than a possible duplicate.
 			v.logger.Error("itns dedupe store unavailable", zap.Error(err))
 			v.metrics.DedupeUnavailable.Inc()
+			note(r).Refuse("dedupe_unavailable")
 			w.Header().Set("Retry-After", v.retryAfter)
 			return caddyhttp.Error(http.StatusServiceUnavailable, err)
 		}
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("itns_verify: %w", err))
 	}
 	if res.Answer != nil {
+		note(r).Replay(false)
 		v.metrics.DedupeReplays.WithLabelValues("answered").Inc()
 		v.logger.Info("itns replay answered from the first response",
 			zap.Int("status", res.Answer.Status),

@@ -75,12 +75,16 @@ func (s *SecondaryPost) Provision(ctx caddy.Context) error {
 }
 
 // ServeHTTP enqueues the copies, then passes the request on unchanged.
-func (s *SecondaryPost) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (s *SecondaryPost) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	w, r, done := s.app.beginNote(w, r)
+	defer func() { done(err) }()
 	payload, contentType, err := capturePayload(r, s.MaxBody)
 	if err != nil {
 		if d, ok := asDenial(err); ok {
+			note(r).Refuse(d.Reason)
 			return caddyhttp.Error(d.Status, err)
 		}
+		note(r).Refuse(handlers.ReasonBodyUnreadable)
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	dins := s.dinsFor(payload)
@@ -90,9 +94,11 @@ func (s *SecondaryPost) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 	if s.OnlyAccepted {
 		return s.serveHeld(w, r, next, dins, contentType, payload)
 	}
-	if _, err := s.app.Enqueue(r.Context(), dins, contentType, payload); err != nil {
+	ds, err := s.app.Enqueue(r.Context(), dins, contentType, payload)
+	if err != nil {
 		return s.refuse(w, r, dins, err)
 	}
+	noteDeliveries(r, ds)
 	return next.ServeHTTP(w, r)
 }
 
@@ -104,6 +110,7 @@ func (s *SecondaryPost) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 func (s *SecondaryPost) refuse(w http.ResponseWriter, r *http.Request, dins []string, err error) error {
 	s.logger.Error("enqueue failed; answering 503", zap.String("path", r.URL.Path), zap.Strings("dins", dins), zap.Error(err))
 	s.app.alertStoreRefused(dins, err)
+	note(r).Refuse("queue_unavailable")
 	w.Header().Set("Retry-After", "30")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusServiceUnavailable)
@@ -118,6 +125,7 @@ func (s *SecondaryPost) serveHeld(w http.ResponseWriter, r *http.Request, next c
 	if err != nil {
 		return s.refuse(w, r, dins, err)
 	}
+	noteDeliveries(r, held.Deliveries())
 	rec := &statusRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	status := 0
 	// Deferred, so that a panic below cancels rather than leaves them held.

@@ -109,14 +109,25 @@ func (l *Log) Finish(n *Note, status int, form []byte) {
 	}
 }
 
+// SetRefusedPerHour changes the budget (a config reload); n as
+// Options.RefusedPerHour.
+func (l *Log) SetRefusedPerHour(n int) {
+	if n == 0 {
+		n = DefaultRefusedPerHour
+	}
+	l.budgetMu.Lock()
+	l.o.RefusedPerHour = n
+	l.budgetMu.Unlock()
+}
+
 // spend takes one record from the budget of at's hour.
 func (l *Log) spend(at time.Time) bool {
-	if l.o.RefusedPerHour < 0 {
-		return false
-	}
 	hour := at.Unix() / 3600
 	l.budgetMu.Lock()
 	defer l.budgetMu.Unlock()
+	if l.o.RefusedPerHour < 0 {
+		return false
+	}
 	if hour != l.budgetHour {
 		l.budgetHour, l.budgetUsed = hour, 0
 	}

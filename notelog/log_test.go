@@ -176,3 +176,23 @@ func TestCheckLabels(t *testing.T) {
 		t.Errorf("long value cut to %d bytes: %q", len(got), got)
 	}
 }
+
+// A request's host, path and method are cut, and a label's value too, so a
+// flood of refusals with huge URLs cannot make huge records.
+func TestRecordsAreBounded(t *testing.T) {
+	sink := &memSink{}
+	l := New(Options{Sink: sink})
+	l.Start()
+	huge := strings.Repeat("x", 64<<10)
+	n := NewNote(Request{At: at, Host: huge, Path: "/" + huge, Method: huge, Labels: []string{"ctransreceipt"}})
+	l.Finish(n, 200, []byte("ctransreceipt="+huge))
+	stop(t, l)
+	got := sink.got()
+	if len(got) != 1 {
+		t.Fatalf("%d records, want 1", len(got))
+	}
+	r := got[0]
+	if len(r.Host) != maxHost || len(r.Path) != maxPath || len(r.Method) != maxMethod || len(r.Labels["ctransreceipt"]) != maxLabelValue {
+		t.Errorf("record sizes host %d path %d method %d label %d", len(r.Host), len(r.Path), len(r.Method), len(r.Labels["ctransreceipt"]))
+	}
+}

@@ -67,10 +67,24 @@ type Request struct {
 	Labels []string
 }
 
+// Bounds of a record's request fields: with the label values they keep a
+// record under about 1 KB, whatever a flood of refusals sends.
+const (
+	maxHost   = 255
+	maxPath   = 512
+	maxMethod = 16
+)
+
 // NewNote starts the record of req.
 func NewNote(req Request) *Note {
 	return &Note{
-		rec:    storage.Notification{At: req.At, Host: req.Host, Path: req.Path, Method: req.Method, IP: req.IP},
+		rec: storage.Notification{
+			At:     req.At,
+			Host:   clip(req.Host, maxHost),
+			Path:   clip(req.Path, maxPath),
+			Method: clip(req.Method, maxMethod),
+			IP:     req.IP,
+		},
 		labels: req.Labels,
 	}
 }

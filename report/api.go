@@ -18,6 +18,7 @@ const APIPrefix = "/postback/"
 //	GET  /postback/stats
 //	GET  /postback/deliveries?din=&state=&since=&until=&limit=&cursor=
 //	GET  /postback/deliveries/{id}
+//	GET  /postback/notifications?outcome=&path=&label=&delivery=&since=&until=&limit=&cursor=
 //	POST /postback/deliveries/{id}/retry
 //	POST /postback/deliveries/retry?din=&state=&since=&until=
 //
@@ -55,6 +56,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		return a.list(w, r)
+	case rest == "notifications":
+		if err := allow(w, r, http.MethodGet); err != nil {
+			return err
+		}
+		return a.notifications(w, r)
 	case rest == "deliveries/retry":
 		if err := allow(w, r, http.MethodPost); err != nil {
 			return err
@@ -71,7 +77,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		}
 		return a.retry(w, r, parts[1])
 	}
-	return &Error{Status: http.StatusNotFound, Message: fmt.Sprintf("no route %s (see %sstats, %sdeliveries)", r.URL.Path, APIPrefix, APIPrefix)}
+	return &Error{Status: http.StatusNotFound, Message: fmt.Sprintf("no route %s (see %sstats, %sdeliveries, %snotifications)", r.URL.Path, APIPrefix, APIPrefix, APIPrefix)}
 }
 
 func allow(w http.ResponseWriter, r *http.Request, method string) error {

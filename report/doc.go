@@ -14,9 +14,16 @@ import (
 	"github.com/postbackedge/caddy-postback/storage"
 )
 
-// Source is what the report reads of the running postback app;
-// *delivery.Engine is one.
+// Source is what the report reads of the running postback app: its
+// deliveries and its notification log.
 type Source interface {
+	DeliverySource
+	// Notifications lists the notification log, newest first.
+	Notifications(f storage.NotificationFilter) ([]storage.Notification, string, error)
+}
+
+// DeliverySource is the delivery side of Source; *delivery.Engine is one.
+type DeliverySource interface {
 	// DINs lists the configured destinations, sorted.
 	DINs() []string
 	Stats() (map[string]storage.DINStats, error)

@@ -22,11 +22,31 @@ type fakeSource struct {
 	counters map[string]storage.DINStats
 	buckets  []storage.HourBucket
 	retried  []string
-	circuits map[string]time.Time // open circuits by DIN
-	delayed  map[string]uint64    // rate waits by DIN
-	bulk     []storage.Filter     // the filters of RetryMatching calls
-	err      error                // returned by every call when set
-	budget   int                  // records one List examines, as the store's scan budget (0: all)
+	circuits map[string]time.Time   // open circuits by DIN
+	delayed  map[string]uint64      // rate waits by DIN
+	bulk     []storage.Filter       // the filters of RetryMatching calls
+	err      error                  // returned by every call when set
+	budget   int                    // records one List examines, as the store's scan budget (0: all)
+	notes    []storage.Notification // newest first
+	noteQs   []storage.NotificationFilter
+}
+
+// Notifications returns the notes f matches (outcome and path only), and
+// remembers f.
+func (s *fakeSource) Notifications(f storage.NotificationFilter) ([]storage.Notification, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noteQs = append(s.noteQs, f)
+	if s.err != nil {
+		return nil, "", s.err
+	}
+	var out []storage.Notification
+	for _, n := range s.notes {
+		if (f.Outcome == "" || n.Outcome == f.Outcome) && (f.Path == "" || n.Path == f.Path) {
+			out = append(out, n)
+		}
+	}
+	return out, "", nil
 }
 
 func (s *fakeSource) CircuitOpen(din string) (time.Time, bool) {

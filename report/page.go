@@ -93,6 +93,10 @@ type pageData struct {
 	// detail
 	Detail *DeliveryDetail
 
+	// notifications
+	Notes    []storage.Notification
+	NoteForm notificationForm
+
 	// error
 	Status  int
 	Message string
@@ -136,6 +140,11 @@ func (p *Page) Serve(w http.ResponseWriter, r *http.Request, m Mount) error {
 			return nil
 		}
 		return p.index(w, r, m)
+	case m.Rel == "/notifications":
+		if !p.allow(w, r, m, http.MethodGet) {
+			return nil
+		}
+		return p.notifications(w, r, m)
 	case len(parts) == 2 && parts[0] == "deliveries" && parts[1] == "retry":
 		if !p.allow(w, r, m, http.MethodPost) {
 			return nil
@@ -571,7 +580,7 @@ func shortID(id string) string {
 }
 
 // RelPath finds the page's own route at the end of a request path: the
-// detail and retry routes, or else the overview ("/"). Together with the
+// detail, retry and notifications routes, or else the overview ("/"). Together with the
 // original path it gives the page's root, wherever it is mounted.
 func RelPath(p string) string {
 	if i := strings.LastIndex(p, "/deliveries/"); i >= 0 {
@@ -580,6 +589,9 @@ func RelPath(p string) string {
 		if len(parts) == 2 && parts[1] != "" || len(parts) == 3 && parts[1] != "" && parts[2] == "retry" {
 			return rest
 		}
+	}
+	if strings.HasSuffix(p, "/notifications") {
+		return "/notifications"
 	}
 	return "/"
 }

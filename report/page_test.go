@@ -267,7 +267,7 @@ func TestReportPageDetailAndRetry(t *testing.T) {
 func TestReportRelPathAndBase(t *testing.T) {
 	for p, want := range map[string]string{
 		"/": "/", "": "/", "/r/": "/", "/r": "/", "/r/deliveries/ab": "/deliveries/ab", "/r/deliveries/ab/retry": "/deliveries/ab/retry",
-		"/r/deliveries/": "/", "/r/deliveries/ab/other": "/", "/deliveries/ab": "/deliveries/ab", "/x/deliveries/ab/deliveries/cd": "/deliveries/cd",
+		"/r/deliveries/": "/", "/r/deliveries/ab/other": "/", "/r/notifications": "/notifications", "/r/notifications/x": "/", "/r/deliveries/retry": "/deliveries/retry", "/deliveries/ab": "/deliveries/ab", "/x/deliveries/ab/deliveries/cd": "/deliveries/cd",
 	} {
 		if got := RelPath(p); got != want {
 			t.Errorf("RelPath(%q) = %q, want %q", p, got, want)
