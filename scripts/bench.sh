@@ -120,7 +120,7 @@ BENCH_DB_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 CPU_PROBE_START=$($BT cpuprobe)
 $BT fsynclat -dir "$TMP" -d 3s | $BT tag kind=fsync >>"$RESULTS"
 
-read -r P_UP P_SINK_TLS P_SINK_HTTP P_PLAIN P_CHAIN P_NGINX A_PLAIN A_CHAIN P_DEAD P_CHECKS A_CHECKS P_HELD A_HELD <<<"$($BT ports -n 13)"
+read -r P_UP P_SINK_TLS P_SINK_HTTP P_PLAIN P_CHAIN P_NGINX A_PLAIN A_CHAIN P_DEAD P_CHECKS A_CHECKS P_HELD A_HELD P_NOLOG A_NOLOG <<<"$($BT ports -n 15)"
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
@@ -223,15 +223,14 @@ cg_make() { # MIB
 	echo "$dir"
 }
 
-chain_caddyfile() { # ADMIN PORT STORE DEST_URL SCHEDULE [CONCURRENCY [COPY]]
-	local copy="secondary_post 1001"
+chain_caddyfile() { # ADMIN PORT STORE DEST_URL SCHEDULE [CONCURRENCY [COPY [APP]]]
+	local copy="secondary_post 1001" app=""
 	# COPY=0: the same chain without secondary_post (the checks alone).
 	[ "${7:-1}" = 1 ] || copy="# no secondary_post: the checks alone"
-	cat <<EOF
-{
-	admin 127.0.0.1:$1
-	$GLOBAL_COMMON
-	postback {
+	# APP=0: and without the postback app, so without the notification log
+	# (the handlers record requests only into an app's store).
+	if [ "${8:-1}" = 1 ]; then
+		app="postback {
 		storage_dir $3
 		$KEYLINE
 		destination 1001 {
@@ -243,7 +242,13 @@ chain_caddyfile() { # ADMIN PORT STORE DEST_URL SCHEDULE [CONCURRENCY [COPY]]
 			concurrency ${6:-4}
 			ca_cert $TMP/sink/ca.pem
 		}
-	}
+	}"
+	fi
+	cat <<EOF
+{
+	admin 127.0.0.1:$1
+	$GLOBAL_COMMON
+	$app
 }
 http://127.0.0.1:$2 {
 	route /itns.php {
@@ -447,38 +452,44 @@ if [ "$RUN_MAIN" = 1 ]; then
 	main_rounds
 fi
 
-# parts_rounds: where the chain's cost goes. Plain Caddy against two partial
-# chains, in alternation as above: "checks" is the chain without
-# secondary_post (postback_filter + itns_verify + reverse_proxy), "held" the
+# parts_rounds: where the chain's cost goes. Plain Caddy against three partial
+# chains, in alternation as above: "nolog" is postback_filter + itns_verify +
+# reverse_proxy without a postback app, "checks" the same with the app (so
+# with the notification log: what the two differ by), "held" the
 # whole chain whose destination is down: after 10 refused attempts its circuit
 # opens and the copies stay pending, so each request pays for the synced
 # enqueue but no copy is sent while it is measured.
 parts_rounds() {
-	log "where the cost goes: plain Caddy, the checks alone, the chain with its copies held"
+	log "where the cost goes: plain Caddy, the checks without and with the notification log, the chain with its copies held"
+	chain_caddyfile "$A_NOLOG" "$P_NOLOG" "$TMP/nolog/postback" "https://127.0.0.1:$P_SINK_TLS/collect" "0s 1s 5s 30s" 4 0 0 >"$TMP/nolog.Caddyfile"
 	chain_caddyfile "$A_CHECKS" "$P_CHECKS" "$TMP/checks/postback" "https://127.0.0.1:$P_SINK_TLS/collect" "0s 1s 5s 30s" 4 0 >"$TMP/checks.Caddyfile"
 	chain_caddyfile "$A_HELD" "$P_HELD" "$TMP/held/postback" "https://127.0.0.1:$P_DEAD/collect" "0s 10s 1m 5m 30m 2h 5h 10h" >"$TMP/held.Caddyfile"
 	start_bg "$TMP/plain-parts.log" "$BIN" run --config "$TMP/plain.Caddyfile" --adapter caddyfile
 	local pid_plain=$LAST_PID
+	start_bg "$TMP/nolog.log" "$BIN" run --config "$TMP/nolog.Caddyfile" --adapter caddyfile
+	local pid_nolog=$LAST_PID
 	start_bg "$TMP/checks.log" "$BIN" run --config "$TMP/checks.Caddyfile" --adapter caddyfile
 	local pid_checks=$LAST_PID
 	start_bg "$TMP/held.log" "$BIN" run --config "$TMP/held.Caddyfile" --adapter caddyfile
 	local pid_held=$LAST_PID
 	wait_http "http://127.0.0.1:$A_PLAIN/config/"
+	wait_http "http://127.0.0.1:$A_NOLOG/config/"
 	wait_http "http://127.0.0.1:$A_CHECKS/config/"
 	wait_http "http://127.0.0.1:$A_HELD/config/"
 	local -A purl=(
 		[plain]="http://127.0.0.1:$P_PLAIN/itns.php"
+		[nolog]="http://127.0.0.1:$P_NOLOG/itns.php"
 		[checks]="http://127.0.0.1:$P_CHECKS/itns.php"
 		[held]="http://127.0.0.1:$P_HELD/itns.php"
 	)
-	local -A ppid=([plain]=$pid_plain [checks]=$pid_checks [held]=$pid_held)
+	local -A ppid=([plain]=$pid_plain [nolog]=$pid_nolog [checks]=$pid_checks [held]=$pid_held)
 	local s r out c0 c1 u0 u1
-	for s in plain checks held; do
+	for s in plain nolog checks held; do
 		smoke "$s" "${purl[$s]}"
 		"$WRK" -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$TMP/itns.lua" "${purl[$s]}" >/dev/null
 	done
 	for ((r = 1; r <= ROUNDS; r++)); do
-		for s in plain checks held; do
+		for s in plain nolog checks held; do
 			log "parts round $r/$ROUNDS: $s (${DURATION}s, load $(load1))"
 			c0=$(cpu_ticks "${ppid[$s]}")
 			u0=$(up_requests)
@@ -491,16 +502,19 @@ parts_rounds() {
 	done
 	if [ "$RATE" != 0 ]; then
 		for ((r = 1; r <= ROUNDS; r++)); do
-			for s in plain checks held; do
+			for s in plain nolog checks held; do
 				log "parts fixed rate $r/$ROUNDS: $s ($RATE/s for ${RATE_DURATION}s, load $(load1))"
 				out=$($BT load -url "${purl[$s]}" -body "$TMP/itns.body" -rate "$RATE" -conns "$CONNS" -d "${RATE_DURATION}s")
 				echo "$out" | $BT tag kind=parts_rate server="$s" round="$r" load1="$(load1)" >>"$RESULTS"
 			done
 		done
 	fi
+	# The checks server kept a record of every request: the log was on.
+	$BT notelog -admin "127.0.0.1:$A_CHECKS" | $BT tag kind=parts_notelog >>"$RESULTS"
 	# The held chain's copies must all still be pending: none was sent.
 	$BT rss -pid "$pid_held" -admin "127.0.0.1:$A_HELD" | $BT tag kind=parts_held >>"$RESULTS"
 	stop_pid "$pid_plain"
+	stop_pid "$pid_nolog"
 	stop_pid "$pid_checks"
 	stop_pid "$pid_held"
 }

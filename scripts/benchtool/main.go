@@ -39,6 +39,7 @@ func main() {
 		"fill":       cmdFill,
 		"firstserve": cmdFirstServe,
 		"rss":        cmdRSS,
+		"notelog":    cmdNotelog,
 		"tag":        cmdTag,
 		"ports":      cmdPorts,
 		"load":       cmdLoad,
@@ -58,6 +59,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool upstream|sink|wrklua|count|drain|fill|firstserve|rss|tag|ports|load|storelat|fsynclat|cpuprobe|report [flags]")
+	fmt.Fprintln(os.Stderr, "usage: benchtool upstream|sink|wrklua|count|drain|fill|firstserve|rss|notelog|tag|ports|load|storelat|fsynclat|cpuprobe|report [flags]")
 	os.Exit(2)
 }

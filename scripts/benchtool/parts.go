@@ -11,7 +11,8 @@ import (
 // partNames are the servers of bench.sh's parts_rounds, in their order.
 var partNames = []struct{ key, label string }{
 	{"plain", "plain Caddy `reverse_proxy`"},
-	{"checks", "checks alone: `postback_filter` + `itns_verify` + `reverse_proxy`"},
+	{"nolog", "checks alone, no postback app (so no notification log): `postback_filter` + `itns_verify` + `reverse_proxy`"},
+	{"checks", "checks alone with the postback app: + the notification log"},
 	{"held", "whole chain, copies held (destination down, circuit open): + synced enqueue"},
 }
 
@@ -87,6 +88,14 @@ func writeParts(w io.Writer, byKind map[string][]result, rate string) {
 	}
 	fmt.Fprintln(w)
 	var notes []string
+	if n, c := rows["nolog"], rows["checks"]; n.rateRuns > 0 && c.rateRuns > 0 {
+		var written string
+		if l := byKindFirst(byKind, "parts_notelog"); l["records"] != nil {
+			written = fmt.Sprintf(" (it wrote %.0f records, dropped %.0f)", l.num("records"), l.num("dropped"))
+		}
+		notes = append(notes, fmt.Sprintf("The notification log%s: open-loop p99 %+.2f ms and %+.0f µs of server CPU per request (checks with the app − without).",
+			written, c.p99-n.p99, c.cpu-n.cpu))
+	}
 	if h := byKindFirst(byKind, "parts_held"); h["pending"] != nil {
 		notes = append(notes, fmt.Sprintf("The held chain ended with %.0f copies pending and %.0f delivered: none was sent while it was measured.",
 			h.num("pending"), h.num("delivered")))

@@ -67,3 +67,21 @@ func TestPartsAbsentWritesNothing(t *testing.T) {
 		t.Errorf("wrote %q without parts rounds", b.String())
 	}
 }
+
+// The notification log's cost is the checks with the app against the
+// checks without it, with the records it wrote.
+func TestPartsNotelogNote(t *testing.T) {
+	byKind := map[string][]result{}
+	add := func(r result) { byKind[r.str("kind")] = append(byKind[r.str("kind")], r) }
+	for rd := 1; rd <= 2; rd++ {
+		add(partsResult("parts_rate", "plain", rd, 8000, 2000))
+		add(partsResult("parts_rate", "nolog", rd, 8000, 2400))
+		add(partsResult("parts_rate", "checks", rd, 8000, 2500))
+	}
+	byKind["parts_notelog"] = []result{{"kind": "parts_notelog", "records": 16000.0, "dropped": 0.0}}
+	var b strings.Builder
+	writeParts(&b, byKind, "1000")
+	if out := b.String(); !strings.Contains(out, "notification log (it wrote 16000 records, dropped 0): open-loop p99 +0.10 ms") {
+		t.Errorf("report lacks the log's cost:\n%s", out)
+	}
+}

@@ -273,6 +273,12 @@ func procStatus(pid int) (procMem, error) {
 
 // goHeap reads go_memstats_heap_inuse_bytes from a Caddy admin /metrics, in MiB.
 func goHeap(admin string) (float64, bool) {
+	v, ok := metricSum(admin, "go_memstats_heap_inuse_bytes")
+	return v / (1 << 20), ok
+}
+
+// metricSum is the sum of a metric's series on admin's /metrics.
+func metricSum(admin, name string) (float64, bool) {
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get("http://" + admin + "/metrics")
 	if err != nil {
@@ -283,13 +289,37 @@ func goHeap(admin string) (float64, bool) {
 	if _, err := buf.ReadFrom(resp.Body); err != nil {
 		return 0, false
 	}
+	var sum float64
+	found := false
 	for _, line := range strings.Split(buf.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f / (1 << 20), err == nil
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
 		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(rest[strings.LastIndexByte(rest, ' ')+1:]), 64)
+		if err != nil {
+			return 0, false
+		}
+		sum, found = sum+f, true
 	}
-	return 0, false
+	return sum, found
+}
+
+// cmdNotelog prints how many notification log records a running edge wrote
+// and dropped (its metrics), to show that the log was on while measured.
+func cmdNotelog(args []string) error {
+	fs := flag.NewFlagSet("notelog", flag.ExitOnError)
+	admin := fs.String("admin", "", "Caddy admin address (required)")
+	_ = fs.Parse(args)
+	if *admin == "" {
+		return errors.New("-admin is required")
+	}
+	written, ok := metricSum(*admin, "caddy_postback_notifications_total")
+	if !ok {
+		return fmt.Errorf("no caddy_postback_notifications_total on %s", *admin)
+	}
+	dropped, _ := metricSum(*admin, "caddy_postback_notifications_dropped_total")
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{"records": written, "dropped": dropped})
 }
 
 // cmdRSS samples the memory of pid every second for -for and prints the
