@@ -81,7 +81,7 @@ func TestPartsNotelogNote(t *testing.T) {
 	byKind["parts_notelog"] = []result{{"kind": "parts_notelog", "records": 16000.0, "dropped": 0.0}}
 	var b strings.Builder
 	writeParts(&b, byKind, "1000")
-	if out := b.String(); !strings.Contains(out, "notification log (it wrote 16000 records, dropped 0): open-loop p99 +0.10 ms") {
+	if out := b.String(); !strings.Contains(out, "notification log (it wrote 16000 records, dropped 0): open-loop p99 +0.10 ms (checks with the app − without, per round: +0.10, +0.10 ms)") {
 		t.Errorf("report lacks the log's cost:\n%s", out)
 	}
 }
