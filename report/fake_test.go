@@ -135,7 +135,7 @@ func (s *fakeSource) List(f storage.Filter) ([]storage.Delivery, string, error) 
 			return out, "c" + ids[n-1], nil
 		}
 		d := s.recs[id]
-		if f.DIN != "" && d.DIN != f.DIN || f.State != "" && d.State != f.State ||
+		if f.DIN != "" && d.DIN != f.DIN || f.State != "" && d.State != f.State || f.Node != "" && d.Node != f.Node ||
 			!f.Since.IsZero() && d.Created.Before(f.Since) || !f.Until.IsZero() && !d.Created.Before(f.Until) {
 			continue
 		}

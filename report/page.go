@@ -106,6 +106,8 @@ type pageData struct {
 type filterForm struct {
 	DINs            []string
 	DIN, State      string
+	Node            string
+	Fleet           bool // a fleet's history: the node filter and column show
 	Since, Until    string // datetime-local values, UTC
 	States          []string
 	Active          bool
@@ -208,7 +210,7 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 		pageSize = DefaultPageSize
 	}
 	q := r.URL.Query()
-	data.Form = filterForm{DIN: q.Get("din"), State: q.Get("state"), Since: q.Get("since"), Until: q.Get("until"),
+	data.Form = filterForm{DIN: q.Get("din"), State: q.Get("state"), Node: q.Get("node"), Since: q.Get("since"), Until: q.Get("until"),
 		DefaultPageSize: pageSize, States: []string{"pending", "delivered", "failed", "spooled", "held", "cancelled"}}
 	f, ferr := ParseFilter(q, data.Now, pageSize, "retried")
 	if ferr == nil {
@@ -216,7 +218,8 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 		data.Form.Since, data.Form.Until = localInput(f.Since), localInput(f.Until)
 		data.Form.Limit = f.Limit
 	}
-	data.Form.Active = f.DIN != "" || f.State != "" || !f.Since.IsZero() || !f.Until.IsZero()
+	data.Form.Active = f.DIN != "" || f.State != "" || f.Node != "" || !f.Since.IsZero() || !f.Until.IsZero()
+	data.Form.Fleet = f.Node != ""
 
 	counters, err := src.Stats()
 	if err != nil {
@@ -252,6 +255,7 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 		}
 		for i := range items {
 			data.Rows = append(data.Rows, NewDeliveryView(&items[i]))
+			data.Form.Fleet = data.Form.Fleet || items[i].Node != ""
 		}
 		if f.Cursor != "" {
 			data.FirstURL = p.listURL(m, f, "")
@@ -260,7 +264,9 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 			data.NextURL = p.listURL(m, f, next)
 		}
 		if f.State == storage.StateFailed || f.State == storage.StateSpooled {
+			// A bulk retry acts on this edge's own queue: node is no filter there.
 			data.RetryAll = filterValues(f)
+			data.RetryAll.Del("node")
 		}
 		if n := q.Get("retried"); n != "" && data.Flash == "" {
 			data.Flash, data.FlashKind = "Deliveries put back for a new attempt: "+clipText(n, 12)+".", "ok"
@@ -272,7 +278,7 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 	return p.render(w, r, status, data)
 }
 
-// filterValues are f's din, state, since and until as query parameters.
+// filterValues are f's din, state, node, since and until as query parameters.
 func filterValues(f storage.Filter) url.Values {
 	q := url.Values{}
 	if f.DIN != "" {
@@ -280,6 +286,9 @@ func filterValues(f storage.Filter) url.Values {
 	}
 	if f.State != "" {
 		q.Set("state", string(f.State))
+	}
+	if f.Node != "" {
+		q.Set("node", f.Node)
 	}
 	if !f.Since.IsZero() {
 		q.Set("since", fmtTime(f.Since))

@@ -323,3 +323,42 @@ func TestReportPageRareFilterSearchesOn(t *testing.T) {
 		_, body = get(t, c, srv.URL+strings.ReplaceAll(m[1], "&amp;", "&"))
 	}
 }
+
+// A fleet's history shows each delivery's node, filters by it and keeps
+// the filter through the pager; a single edge's page shows neither.
+func TestReportPageNodeColumnAndFilter(t *testing.T) {
+	now := time.Date(2025, 11, 21, 14, 37, 0, 0, time.UTC)
+	src := newFakeSource("1001")
+	for i := range 24 {
+		node := "edge-a"
+		if i%2 == 1 {
+			node = "edge-b"
+		}
+		src.add(storage.Delivery{DIN: "1001", State: storage.StateFailed, Node: node, Created: now.Add(-time.Duration(i+1) * time.Minute)})
+	}
+	srv, c := pageServer(t, src, now)
+	_, body := get(t, c, srv.URL+"/ops/report/?node=edge-b&state=failed")
+	if n := strings.Count(body, `<td class="node">`); n != 10 || strings.Contains(body, ">edge-a<") {
+		t.Errorf("node=edge-b: %d node cells, want a page of 10, all edge-b", n)
+	}
+	if !regexp.MustCompile(`href="[^"]*cursor=[^"]*node=edge-b[^"]*" rel="next"`).MatchString(body) {
+		t.Errorf("the next page's link lost the node filter: %s", regexp.MustCompile(`<nav class="pager".*`).FindString(body))
+	}
+	if !strings.Contains(body, `name="node" value="edge-b"`) || !strings.Contains(body, "<th>Node</th>") {
+		t.Errorf("the node filter or column is missing")
+	}
+	// The bulk retry acts on this edge's queue: no node in its form.
+	if i := strings.Index(body, `action="/ops/report/deliveries/retry`); i < 0 || strings.Contains(body[i:i+300], "edge-b") {
+		t.Errorf("the retry-all form: %q", body[max(i, 0):max(i, 0)+300])
+	}
+
+	one := newFakeSource("1001")
+	d := one.add(storage.Delivery{DIN: "1001", State: storage.StateDelivered, Created: now.Add(-time.Minute)})
+	srv1, c1 := pageServer(t, one, now)
+	if _, body := get(t, c1, srv1.URL+"/ops/report/"); strings.Contains(body, "<th>Node</th>") || strings.Contains(body, `name="node"`) {
+		t.Errorf("a single edge's page shows the node column or filter")
+	}
+	if _, body := get(t, c1, srv1.URL+"/ops/report/deliveries/"+d.ID); strings.Contains(body, "<dt>Node</dt>") {
+		t.Errorf("a single edge's delivery shows a node")
+	}
+}
