@@ -143,18 +143,9 @@ func (o *completeOp) apply(w *wtx) (any, error) {
 	}
 	now := w.s.now()
 	oldNext := d.NextAttempt
+	a, attempted := ApplyOutcome(&d, o.a, o.out, now)
 	var hc hourCounts
-	if !isZeroAttempt(o.a) {
-		a := o.a
-		if a.At.IsZero() {
-			a.At = now
-		}
-		a.At = norm(a.At)
-		a.Error = clip(a.Error)
-		d.Attempts = append(d.Attempts, a)
-		if n := len(d.Attempts); n > maxAttempts {
-			d.Attempts = append([]Attempt(nil), d.Attempts[n-maxAttempts:]...)
-		}
+	if attempted {
 		hc.Attempts = 1
 		if attemptOK(a) {
 			hc.Successes = 1
@@ -163,41 +154,27 @@ func (o *completeOp) apply(w *wtx) (any, error) {
 			w.failure(d.DIN, a.At, attemptErrorText(a))
 		}
 	}
-	d.LastError = clip(o.out.Error)
-	if d.LastError == "" && !isZeroAttempt(o.a) && !attemptOK(o.a) {
-		d.LastError = clip(attemptErrorText(o.a))
-	}
 	if o.out.Error != "" {
 		// Keep the cause beside the outcome ("HTTP 503; retry schedule
 		// exhausted…"): the destination's last error must say what failed.
 		text := o.out.Error
-		if !isZeroAttempt(o.a) && !attemptOK(o.a) {
-			text = attemptErrorText(o.a) + "; " + text
+		if attempted && !attemptOK(a) {
+			text = attemptErrorText(a) + "; " + text
 		}
 		w.failure(d.DIN, now, text)
 	}
-	d.State = o.out.State
-	d.Updated = now
 	w.del(dueKey(d.DIN, oldNext, o.id))
-	switch o.out.State {
+	switch d.State {
 	case StatePending:
-		d.NextAttempt = norm(o.out.NextAttempt)
-		if d.NextAttempt.IsZero() {
-			d.NextAttempt = now
-		}
 		w.insertDue(d.DIN, d.NextAttempt, o.id)
 	case StateDelivered, StateSpooled:
-		d.NextAttempt = time.Time{}
-		d.HasPayload = false
-		if o.out.State == StateSpooled {
-			d.SpoolFile = o.out.SpoolFile
+		if d.State == StateSpooled {
 			hc.Spooled = 1
 		} else {
 			hc.Delivered = 1
 		}
 		w.del(payloadKey(o.id))
 	case StateFailed:
-		d.NextAttempt = time.Time{}
 		hc.Failed = 1
 	}
 	w.set(deliveryKey(o.id), encodeRecord(&d))
@@ -207,12 +184,57 @@ func (o *completeOp) apply(w *wtx) (any, error) {
 	}
 	if hc != (hourCounts{}) {
 		at := now
-		if len(d.Attempts) > 0 && !isZeroAttempt(o.a) {
-			at = d.Attempts[len(d.Attempts)-1].At
+		if attempted {
+			at = a.At
 		}
 		w.hourly(d.DIN, at, hc)
 	}
 	return d, nil
+}
+
+// ApplyOutcome is the one rule of what an attempt and its outcome do to a
+// pending delivery's record, wherever the record lives (this store, a
+// fleet's JetStream queue): the attempt appended (its time defaulted to
+// now, its error clipped, the oldest dropped past maxAttempts), the last
+// error, the new state, the next attempt of a retry (now if unset), the
+// payload gone once delivered or spooled. A zero Attempt records none
+// (an outcome decided without one). It returns the attempt as recorded,
+// and whether there was one.
+func ApplyOutcome(d *Delivery, a Attempt, out Outcome, now time.Time) (Attempt, bool) {
+	attempted := !isZeroAttempt(a)
+	if attempted {
+		if a.At.IsZero() {
+			a.At = now
+		}
+		a.At = norm(a.At)
+		a.Error = clip(a.Error)
+		d.Attempts = append(d.Attempts, a)
+		if n := len(d.Attempts); n > maxAttempts {
+			d.Attempts = append([]Attempt(nil), d.Attempts[n-maxAttempts:]...)
+		}
+	}
+	d.LastError = clip(out.Error)
+	if d.LastError == "" && attempted && !attemptOK(a) {
+		d.LastError = clip(attemptErrorText(a))
+	}
+	d.State = out.State
+	d.Updated = now
+	switch out.State {
+	case StatePending:
+		d.NextAttempt = norm(out.NextAttempt)
+		if d.NextAttempt.IsZero() {
+			d.NextAttempt = now
+		}
+	case StateDelivered, StateSpooled:
+		d.NextAttempt = time.Time{}
+		d.HasPayload = false
+		if out.State == StateSpooled {
+			d.SpoolFile = out.SpoolFile
+		}
+	default:
+		d.NextAttempt = time.Time{}
+	}
+	return a, attempted
 }
 
 // Retry makes a failed delivery (or a spooled one whose payload still
