@@ -40,19 +40,8 @@ func (o *enqueueOp) apply(w *wtx) (any, error) {
 	out := make([]Delivery, 0, len(o.items))
 	for _, it := range o.items {
 		i := w.s.nextID(now)
-		d := Delivery{
-			ID:          i.String(),
-			DIN:         it.DIN,
-			State:       StatePending,
-			Created:     i.time(),
-			Updated:     now,
-			NextAttempt: now,
-			ContentType: it.ContentType,
-			Size:        len(it.Payload),
-			HasPayload:  true,
-		}
+		d := newRecord(i, it, now)
 		if it.Held {
-			d.State, d.NextAttempt = StateHeld, time.Time{}
 			w.set(heldKey(i), nil)
 		} else {
 			w.insertDue(d.DIN, now, i)
@@ -63,6 +52,32 @@ func (o *enqueueOp) apply(w *wtx) (any, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// newRecord is the record of a new delivery i made at now: pending and due
+// now, or held.
+func newRecord(i id, it NewDelivery, now time.Time) Delivery {
+	d := Delivery{
+		ID:          i.String(),
+		DIN:         it.DIN,
+		State:       StatePending,
+		Created:     i.time(),
+		Updated:     now,
+		NextAttempt: now,
+		ContentType: it.ContentType,
+		Size:        len(it.Payload),
+		HasPayload:  true,
+	}
+	if it.Held {
+		d.State, d.NextAttempt = StateHeld, time.Time{}
+	}
+	return d
+}
+
+// NewRecord is the record of a new delivery made at now with a fresh id,
+// for a queue kept elsewhere than a Store (a fleet's).
+func NewRecord(it NewDelivery, now time.Time) Delivery {
+	return newRecord(newID(norm(now).UnixNano()), it, norm(now))
 }
 
 // nextID issues ids in strictly increasing order, even if the clock steps
