@@ -107,7 +107,7 @@ type filterForm struct {
 	DINs            []string
 	DIN, State      string
 	Node            string
-	Fleet           bool // a fleet's history: the node filter and column show
+	Fleet           bool   // a fleet's history: the node filter and column show
 	Since, Until    string // datetime-local values, UTC
 	States          []string
 	Active          bool
