@@ -95,7 +95,10 @@ func TestAlertsReachWebhook(t *testing.T) {
 			url https://%s/later
 			retry_schedule 0s 1h
 			breaker off
-		}`, sink.srv.URL, dead, flaky.srv.URL, flaky.caFile, dead)), `
+		}
+		destination 2504 {
+			url https://%s/idle
+		}`, sink.srv.URL, dead, flaky.srv.URL, flaky.caFile, dead, dead)), `
 http://127.0.0.1:{port0} {
 	route /a.php {
 		secondary_post 2501
@@ -139,8 +142,10 @@ http://127.0.0.1:{port0} {
 	if b := sink.of(alert.PendingTooOld, "2503")[0]; b.OldestPending == "" || b.PendingFor == "" {
 		t.Errorf("pending_too_old without its age: %+v", b)
 	}
-	if n := len(sink.of(alert.PendingTooOld, "2502")) + len(sink.of(alert.PendingTooOld, "2501")); n != 0 {
-		t.Errorf("%d pending_too_old alerts for destinations with nothing pending", n)
+	// 2501 and 2502 may have waited past the second too on a busy machine;
+	// 2504 never had anything pending.
+	if n := len(sink.of(alert.PendingTooOld, "2504")); n != 0 {
+		t.Errorf("%d pending_too_old alerts for a destination with nothing pending", n)
 	}
 
 	// Break the store under the running config: the 503 is an alert too.
