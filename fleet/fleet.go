@@ -29,6 +29,8 @@ type Fleet struct {
 	stats      jetstream.KeyValue
 	records    *Records
 	local      atomic.Pointer[LocalHistory]
+	// queue is set once the queue of queue jetstream is opened.
+	queue atomic.Pointer[Queue]
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

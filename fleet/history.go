@@ -145,6 +145,23 @@ func (h History) Stats() (map[string]storage.DINStats, error) {
 			sum[din] = addStats(sum[din], st)
 		}
 	}
+	if q := h.f.queue.Load(); q != nil {
+		// With queue jetstream what is pending or failed is the fleet's
+		// queue's, counted there once, not by the edges.
+		counts, err := q.counts(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for din, st := range sum {
+			c := counts[din]
+			st.Pending, st.Failed, st.OldestPending = c.pending, c.failed, time.Time{}
+			sum[din] = st
+			delete(counts, din)
+		}
+		for din, c := range counts {
+			sum[din] = storage.DINStats{Pending: c.pending, Failed: c.failed}
+		}
+	}
 	return sum, nil
 }
 

@@ -113,6 +113,7 @@ func (f *Fleet) Queue(ctx context.Context) (*Queue, error) {
 	rctx, stop := context.WithCancel(context.Background())
 	q.cancel = stop
 	q.wg.Go(func() { q.renew(rctx) })
+	f.queue.Store(q)
 	return q, nil
 }
 
@@ -213,6 +214,7 @@ func (q *Queue) Enqueue(ctx context.Context, items []storage.NewDelivery) ([]sto
 			return nil, fmt.Errorf("cluster queue: held deliveries (only_accepted) are not supported with queue jetstream")
 		}
 		d := storage.NewRecord(it, now)
+		d.Node = q.f.opts.Node // the edge that took the notification, wherever it is attempted
 		msg, err := q.message(q.f.queueSubject(d.DIN), d, it.Payload)
 		if err != nil {
 			return nil, err
@@ -483,31 +485,50 @@ func (q *Queue) keepFailed(ctx context.Context, d storage.Delivery, payload []by
 	if err != nil {
 		return err
 	}
-	if _, err := q.failed.Put(ctx, d.ID, q.f.seal.seal(failedName(d.ID), b)); err != nil {
+	key := failedKey(d.DIN, d.ID)
+	if _, err := q.failed.Put(ctx, key, q.f.seal.seal(key, b)); err != nil {
 		return fmt.Errorf("keep failed: %w", err)
 	}
 	return nil
 }
 
-func failedName(id string) string { return "failed." + id }
+// failedKey is <din>.<id>: the failed of a DIN are counted by its keys.
+func failedKey(din, id string) string { return din + "." + id }
+
+// findFailed is the failed bucket's key of id.
+func (q *Queue) findFailed(ctx context.Context, id string) (string, error) {
+	lister, err := q.failed.ListKeysFiltered(ctx, "*."+id)
+	if err != nil {
+		return "", err
+	}
+	defer lister.Stop()
+	for k := range lister.Keys() {
+		return k, nil
+	}
+	return "", jetstream.ErrKeyNotFound
+}
 
 // Retry puts a failed delivery back in the queue, due now, from any edge.
 func (q *Queue) Retry(id string, now time.Time) (storage.Delivery, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	entry, err := q.failed.Get(ctx, id)
+	key, err := q.findFailed(ctx, id)
+	var entry jetstream.KeyValueEntry
+	if err == nil {
+		entry, err = q.failed.Get(ctx, key)
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return storage.Delivery{}, fmt.Errorf("cluster queue: retry %s: not a failed delivery of the fleet's queue: %w", id, storage.ErrNotFound)
 	}
 	if err != nil {
 		return storage.Delivery{}, fmt.Errorf("cluster queue: retry %s: %w", id, err)
 	}
-	plain, err := q.f.seal.open(failedName(id), entry.Value())
+	plain, err := q.f.seal.open(key, entry.Value())
 	if err != nil {
 		return storage.Delivery{}, fmt.Errorf("cluster queue: retry %s: %w", id, err)
 	}
 	var v queued
-	if err := json.Unmarshal(plain, &v); err != nil {
+	if err := json.Unmarshal(plain, &v); err != nil || v.Delivery.ID != id {
 		return storage.Delivery{}, fmt.Errorf("cluster queue: retry %s: malformed entry", id)
 	}
 	d := v.Delivery
@@ -519,7 +540,7 @@ func (q *Queue) Retry(id string, now time.Time) (storage.Delivery, error) {
 	}
 	// Only the entry this retry read: a second retry of it at once finds
 	// it gone (ErrNotFound), not sent twice.
-	if err := q.failed.Delete(ctx, id, jetstream.LastRevision(entry.Revision())); err != nil {
+	if err := q.failed.Delete(ctx, key, jetstream.LastRevision(entry.Revision())); err != nil {
 		q.f.opts.Logger.Warn("cluster queue: retried delivery still listed as failed", "id", id, "error", err)
 	}
 	return d, nil
@@ -560,4 +581,38 @@ func (q *Queue) closed() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.cause
+}
+
+type dinCounts struct{ pending, failed int }
+
+// counts is what the queue holds per DIN: pending (in the queue subject,
+// being attempted, or a retry scheduled) and failed.
+func (q *Queue) counts(ctx context.Context) (map[string]dinCounts, error) {
+	out := map[string]dinCounts{}
+	info, err := q.stream.Info(ctx, jetstream.WithSubjectFilter(q.f.opts.Prefix+".>"))
+	if err != nil {
+		return nil, fmt.Errorf("cluster queue: counts: %w", err)
+	}
+	for subj, n := range info.State.Subjects {
+		rest := strings.TrimPrefix(subj, q.f.opts.Prefix+".")
+		kind, din, _ := strings.Cut(rest, ".")
+		if kind == "sched" {
+			din, _, _ = strings.Cut(din, ".")
+		}
+		c := out[din]
+		c.pending += int(n)
+		out[din] = c
+	}
+	lister, err := q.failed.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cluster queue: counts: %w", err)
+	}
+	defer lister.Stop()
+	for k := range lister.Keys() {
+		din, _, _ := strings.Cut(k, ".")
+		c := out[din]
+		c.failed++
+		out[din] = c
+	}
+	return out, nil
 }

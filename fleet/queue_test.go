@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbackedge/caddy-postback/delivery"
 	"github.com/postbackedge/caddy-postback/fleet"
 	"github.com/postbackedge/caddy-postback/internal/natstest"
 	"github.com/postbackedge/caddy-postback/internal/testutil"
@@ -293,5 +294,83 @@ func TestQueueNothingInClearOnNATS(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+var _ delivery.Store = fleet.QueueStore{}
+
+// The fleet's stats with queue jetstream: pending (queued and scheduled)
+// and failed counted once from the queue, the delivered ones from the
+// edges that delivered them, whichever edge enqueued them.
+func TestQueueFleetStats(t *testing.T) {
+	c := natstest.Start(t, 1)
+	dins := map[string]fleet.DINConfig{"1001": {Concurrency: 4, Timeout: 5 * time.Second}}
+	fa := join(t, c.URLs(), "edge-a", 1)
+	fb := join(t, c.URLs(), "edge-b", 1)
+	stores := map[*fleet.Fleet]delivery.Store{}
+	queues := map[*fleet.Fleet]*fleet.Queue{}
+	for _, f := range []*fleet.Fleet{fa, fb} {
+		q, err := f.Queue(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Configure(context.Background(), dins); err != nil {
+			t.Fatal(err)
+		}
+		local, err := storage.Open(storage.Options{Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := fleet.QueueStore{Queue: q, Local: local}
+		t.Cleanup(func() { s.Close() })
+		f.SetLocal(s)
+		// As the engine has it: every record the store writes goes to the
+		// fleet's history.
+		stores[f], queues[f] = delivery.WithRecords(s, f.Records()), q
+	}
+	a, b := stores[fa], stores[fb]
+	ds, err := a.Enqueue(context.Background(), []storage.NewDelivery{
+		{DIN: "1001", Payload: []byte("one=1")}, {DIN: "1001", Payload: []byte("two=2")},
+		{DIN: "1001", Payload: []byte("three=3")}, {DIN: "1001", Payload: []byte("four=4")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Edge B delivers one, fails one, schedules a retry of one; one waits.
+	for _, d := range ds[:3] {
+		take(t, queues[fb], "1001", d.ID)
+	}
+	if _, err := b.Complete(ds[0].ID, okAttempt, storage.Outcome{State: storage.StateDelivered}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Complete(ds[1].ID, storage.Attempt{Status: 500}, storage.Outcome{State: storage.StateFailed}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Complete(ds[2].ID, storage.Attempt{Status: 503}, storage.Outcome{State: storage.StatePending, NextAttempt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*fleet.Fleet{fa, fb} {
+		if err := f.PublishSnapshot(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st storage.DINStats
+	testutil.WaitFor(t, "the fleet's stats", 30*time.Second, func() bool {
+		all, err := fa.History().Stats()
+		st = all["1001"]
+		return err == nil && st.Delivered == 1
+	})
+	// Pending: the one still in the queue (fetched by edge B, not
+	// attempted) and the scheduled retry.
+	if st.Pending != 2 || st.Failed != 1 || st.Delivered != 1 || st.LastError.IsZero() {
+		t.Errorf("fleet stats %+v, want 2 pending, 1 failed, 1 delivered, a last error", st)
+	}
+	var rec storage.Delivery
+	testutil.WaitFor(t, "the delivered record in the fleet's history", 30*time.Second, func() bool {
+		rec, err = fa.History().Get(ds[0].ID)
+		return err == nil && rec.State == storage.StateDelivered
+	})
+	if rec.Node != "edge-a" {
+		t.Errorf("the record's node is %q, want edge-a (the edge that took it), though edge-b delivered it", rec.Node)
 	}
 }

@@ -28,9 +28,13 @@ type Records struct {
 // recordBuffer bounds the records waiting to be published.
 const recordBuffer = 16384
 
-// Record queues d for publishing, stamped with this edge's node.
+// Record queues d for publishing, stamped with this edge's node unless it
+// has one: with queue jetstream a delivery keeps the node of the edge that
+// took the notification, whichever edge attempts it.
 func (r *Records) Record(d storage.Delivery) {
-	d.Node = r.f.opts.Node
+	if d.Node == "" {
+		d.Node = r.f.opts.Node
+	}
 	d.Attempts = append([]storage.Attempt(nil), d.Attempts...)
 	select {
 	case r.ch <- d:
