@@ -616,3 +616,60 @@ func (q *Queue) counts(ctx context.Context) (map[string]dinCounts, error) {
 	}
 	return out, nil
 }
+
+// ListFailed lists the fleet's failed deliveries newest first, with
+// f's DIN, Since, Until, Limit and Cursor (the last id of the previous
+// page): what a bulk retry pages through.
+func (q *Queue) ListFailed(f storage.Filter) ([]storage.Delivery, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	filter := "*.*"
+	if f.DIN != "" {
+		filter = f.DIN + ".*"
+	}
+	lister, err := q.failed.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, "", fmt.Errorf("cluster queue: list failed: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		_, id, _ := strings.Cut(k, ".")
+		created, ok := storage.CreatedAt(id)
+		if !ok || f.Cursor != "" && id >= f.Cursor ||
+			!f.Since.IsZero() && created.Before(f.Since) || !f.Until.IsZero() && !created.Before(f.Until) {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	lister.Stop()
+	idOf := func(k string) string { _, id, _ := strings.Cut(k, "."); return id }
+	slices.SortFunc(keys, func(a, b string) int { return strings.Compare(idOf(b), idOf(a)) })
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	var next string
+	if len(keys) > limit {
+		keys, next = keys[:limit], idOf(keys[limit-1])
+	}
+	out := make([]storage.Delivery, 0, len(keys))
+	for _, k := range keys {
+		entry, err := q.failed.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // retried meanwhile
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("cluster queue: list failed: %w", err)
+		}
+		plain, err := q.f.seal.open(k, entry.Value())
+		if err != nil {
+			return nil, "", fmt.Errorf("cluster queue: list failed %s: %w", k, err)
+		}
+		var v queued
+		if err := json.Unmarshal(plain, &v); err != nil {
+			return nil, "", fmt.Errorf("cluster queue: list failed %s: malformed entry", k)
+		}
+		out = append(out, v.Delivery)
+	}
+	return out, next, nil
+}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -372,5 +373,44 @@ func TestQueueFleetStats(t *testing.T) {
 	})
 	if rec.Node != "edge-a" {
 		t.Errorf("the record's node is %q, want edge-a (the edge that took it), though edge-b delivered it", rec.Node)
+	}
+}
+
+// A bulk retry pages through the fleet's failed deliveries from any edge:
+// newest first, by DIN, with a cursor.
+func TestQueueFailedListedFleetWide(t *testing.T) {
+	c := natstest.Start(t, 1)
+	dins := map[string]fleet.DINConfig{"1001": {Concurrency: 8, Timeout: 5 * time.Second}, "1002": {Concurrency: 8, Timeout: 5 * time.Second}}
+	qa := openQueue(t, c.URLs(), "edge-a", 1, dins)
+	qb := openQueue(t, c.URLs(), "edge-b", 1, dins)
+	var failed []string
+	for _, din := range []string{"1001", "1001", "1002", "1001"} {
+		d := enqueue(t, qa, din, "x=1")[0]
+		take(t, qa, din, d.ID)
+		if _, err := qa.Complete(d.ID, storage.Attempt{Status: 500}, storage.Outcome{State: storage.StateFailed}); err != nil {
+			t.Fatal(err)
+		}
+		if din == "1001" {
+			failed = append([]string{d.ID}, failed...) // newest first
+		}
+	}
+	s := fleet.QueueStore{Queue: qb}
+	var got []string
+	f := storage.Filter{DIN: "1001", Limit: 2}
+	for page := 0; ; page++ {
+		items, next, err := s.List(f)
+		if err != nil || page > 3 {
+			t.Fatalf("page %d: %v", page, err)
+		}
+		for _, d := range items {
+			got = append(got, d.ID)
+		}
+		if next == "" {
+			break
+		}
+		f.Cursor = next
+	}
+	if strings.Join(got, " ") != strings.Join(failed, " ") {
+		t.Errorf("failed of 1001 listed %v, want %v", got, failed)
 	}
 }

@@ -54,9 +54,15 @@ func (s QueueStore) Hourly(since time.Time) ([]storage.HourBucket, error) {
 	return s.Local.Hourly(since)
 }
 
-// List lists the deliveries this edge finished; the fleet's History lists
-// them all.
+// List lists, for failed or any state, the fleet's failed deliveries: the
+// only ones a retry can put back with queue jetstream (a spooled one has
+// no payload left), so a bulk retry on any edge retries the whole fleet's.
+// Other states list what this edge finished; the fleet's History lists
+// every edge's.
 func (s QueueStore) List(f storage.Filter) ([]storage.Delivery, string, error) {
+	if f.State == "" || f.State == storage.StateFailed {
+		return s.Queue.ListFailed(f)
+	}
 	return s.Local.List(f)
 }
 
