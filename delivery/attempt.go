@@ -86,11 +86,16 @@ func (d *Dispatcher) exhaust(dest *Destination, dl *storage.Delivery, payload []
 }
 
 // payload is what dl sends: handed over at enqueue, or read from the store.
-// Without it (ok false) a missing payload has made the delivery failed,
+// Without it (ok false) the store no longer holds dl for this edge (a
+// fleet's queue), or a missing payload has made the delivery failed,
 // recording a (zero: none), since a pending delivery without payload cannot
 // be sent and must be visible to an operator rather than retried forever;
 // storeErr reports a store that could not be read or written.
 func (d *Dispatcher) payload(dest *Destination, dl *storage.Delivery, a storage.Attempt) (payload []byte, ok, storeErr bool) {
+	if s, ok := d.store.(AttemptStarter); ok && !s.AttemptStarted(dl.ID) {
+		d.fresh.take(dl.ID)
+		return nil, false, false
+	}
 	if p, ok := d.fresh.take(dl.ID); ok {
 		return p, true, false
 	}

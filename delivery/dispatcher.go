@@ -28,6 +28,15 @@ type Queue interface {
 	Complete(id string, a storage.Attempt, out storage.Outcome) (storage.Delivery, error)
 }
 
+// AttemptStarter is a Queue that is told when an attempt at a delivery
+// starts, whether its payload comes from the store or from memory: a
+// fleet's queue holds the delivery for this edge from then until Complete.
+// False means this edge no longer holds it (another edge may be at it):
+// the attempt is not made.
+type AttemptStarter interface {
+	AttemptStarted(id string) bool
+}
+
 // Observer learns about deliveries (metrics). Its methods are called from
 // the request path and the worker goroutines, concurrently, and must not
 // block.

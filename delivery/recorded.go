@@ -75,3 +75,9 @@ func (s recordedStore) RetryMany(ids []string, now time.Time) ([]storage.Deliver
 	}
 	return recs, err
 }
+
+// AttemptStarted passes the news on to a store that wants it.
+func (s recordedStore) AttemptStarted(id string) bool {
+	a, ok := s.Store.(AttemptStarter)
+	return !ok || a.AttemptStarted(id)
+}

@@ -26,8 +26,8 @@ import (
 // concurrency, fleet-wide), retries as scheduled messages, failed
 // deliveries in a bucket until retried.
 //
-// A message fetched by this edge is held until Complete; from Payload (the
-// attempt starts) to Complete the edge tells JetStream it is still at it,
+// A message fetched by this edge is held until Complete; from the start of
+// its attempt (AttemptStarted) to Complete the edge tells JetStream it is still at it,
 // so no other edge attempts it meanwhile. An edge that dies stops telling:
 // after AckWait another edge gets the delivery.
 type Queue struct {
@@ -70,6 +70,7 @@ type heldMsg struct {
 	msg        jetstream.Msg
 	d          storage.Delivery
 	payload    []byte
+	fetched    time.Time
 	attempting bool
 	renewed    time.Time
 	ackWait    time.Duration
@@ -90,8 +91,10 @@ const (
 	// retryNowWithin: a retry due sooner than this goes straight back to
 	// the queue (schedules have one-second resolution).
 	retryNowWithin = time.Second
-	// renewEvery is how often the renewals are looked at.
-	renewEvery = time.Second
+	// renewEvery is how often the renewals are looked at, at most (a short
+	// ack wait is looked at more often, down to minRenewEvery).
+	renewEvery    = time.Second
+	minRenewEvery = 50 * time.Millisecond
 )
 
 var errQueueClosed = errors.New("cluster queue: closed")
@@ -278,10 +281,15 @@ func (q *Queue) Due(din string, now time.Time, limit int) ([]storage.Delivery, e
 	}
 	dq := q.dins[din]
 	var out []storage.Delivery
-	for _, h := range q.held {
-		if h.d.DIN == din {
-			out = append(out, h.d)
+	for id, h := range q.held {
+		if h.d.DIN != din {
+			continue
 		}
+		if !h.attempting && now.Sub(h.fetched) > h.ackWait {
+			delete(q.held, id) // JetStream offers it again, to any edge
+			continue
+		}
+		out = append(out, h.d)
 	}
 	q.mu.Unlock()
 	if dq == nil {
@@ -320,7 +328,7 @@ func (q *Queue) take(din string, dq *dinQueue, msg jetstream.Msg) (storage.Deliv
 	defer q.mu.Unlock()
 	// A redelivery of one this edge held (its ack wait ran out) replaces
 	// the old handle, which JetStream no longer honours.
-	q.held[v.Delivery.ID] = &heldMsg{msg: msg, d: v.Delivery, payload: v.Payload, ackWait: dq.cfg.AckWait}
+	q.held[v.Delivery.ID] = &heldMsg{msg: msg, d: v.Delivery, payload: v.Payload, fetched: q.now(), ackWait: dq.cfg.AckWait}
 	return v.Delivery, true
 }
 
@@ -362,23 +370,52 @@ func (q *Queue) PendingDINs() ([]string, error) {
 	return dins, nil
 }
 
-// Payload returns what to send for id and marks its attempt started: from
-// now on the edge renews its hold until Complete.
+// AttemptStarted marks id's attempt started (delivery.AttemptStarter):
+// the hold is renewed at once, then until Complete. A delivery fetched so
+// long ago that JetStream may have offered it to another edge is given
+// back instead (false): the attempt is not made here.
+func (q *Queue) AttemptStarted(id string) bool {
+	q.mu.Lock()
+	h := q.held[id]
+	switch {
+	case h == nil:
+		q.mu.Unlock()
+		return false
+	case h.attempting:
+		q.mu.Unlock()
+		return true
+	case q.now().Sub(h.fetched) > h.ackWait*2/3:
+		delete(q.held, id)
+		q.mu.Unlock()
+		_ = h.msg.Nak()
+		return false
+	}
+	h.attempting, h.renewed = true, q.now()
+	q.mu.Unlock()
+	if err := h.msg.InProgress(); err != nil {
+		q.f.opts.Logger.Warn("cluster queue: attempt not renewed", "id", id, "error", err)
+	}
+	return true
+}
+
+// Payload returns what to send for id; it marks the attempt started too.
 func (q *Queue) Payload(id string) ([]byte, error) {
+	if !q.AttemptStarted(id) {
+		return nil, fmt.Errorf("cluster queue: payload %s: not held by this edge: %w", id, storage.ErrNotFound)
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	h := q.held[id]
 	if h == nil {
 		return nil, fmt.Errorf("cluster queue: payload %s: not held by this edge: %w", id, storage.ErrNotFound)
 	}
-	h.attempting, h.renewed = true, q.now()
 	return h.payload, nil
 }
 
 // renew tells JetStream, every renewEvery, that the attempts of this edge
 // are still running, well before their ack wait runs out.
 func (q *Queue) renew(ctx context.Context) {
-	t := time.NewTicker(renewEvery)
+	t := time.NewTimer(renewEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -388,14 +425,18 @@ func (q *Queue) renew(ctx context.Context) {
 		}
 		now := q.now()
 		var due []jetstream.Msg
+		every := renewEvery
 		q.mu.Lock()
 		for _, h := range q.held {
+			// Looked at four times per ack wait, renewed at a third of it.
+			every = max(min(every, h.ackWait/4), minRenewEvery)
 			if h.attempting && now.Sub(h.renewed) >= h.ackWait/3 {
 				h.renewed = now
 				due = append(due, h.msg)
 			}
 		}
 		q.mu.Unlock()
+		t.Reset(every)
 		for _, m := range due {
 			if err := m.InProgress(); err != nil {
 				q.f.opts.Logger.Warn("cluster queue: attempt not renewed", "error", err)
