@@ -113,7 +113,7 @@ func (a *App) startAlerts(e *pooledEngine) error {
 		o.Node = a.fleetOpts.Node
 	}
 	o.Pending = func() (map[string]time.Time, error) {
-		stats, err := e.Stats()
+		stats, err := e.pendingStats()
 		if err != nil {
 			return nil, err
 		}

@@ -220,7 +220,12 @@ func (a *App) Start() error {
 		}
 		a.fleet.Store(f)
 	}
-	e, err := loadEngine(a.dir, a.key, a.Retention, a.logger, a.metrics)
+	var queueFleet *fleet.Fleet
+	queueKey := ""
+	if a.queueJetStream() {
+		queueFleet, queueKey = a.fleet.Load(), poolKey(*a.fleetOpts)
+	}
+	e, err := loadEngine(a.dir, a.key, a.Retention, a.logger, a.metrics, queueFleet, queueKey)
 	if err != nil {
 		a.releaseFleet()
 		return err
@@ -251,10 +256,25 @@ func (a *App) Start() error {
 	return nil
 }
 
+// queueJetStream reports whether pending deliveries live in the fleet's
+// replicated queue rather than this edge's store.
+func (a *App) queueJetStream() bool {
+	return a.Cluster != nil && a.Cluster.Queue == queueJetStream
+}
+
 // configure hands the shared engine this config's destinations and redact
 // list. Provision has checked every destination with the same rules, so it
-// cannot fail short of a bug; if it does, the config does not start.
+// cannot fail short of a bug (or, with queue jetstream, NATS refusing the
+// consumers); if it does, the config does not start.
 func (a *App) configure(e *pooledEngine) error {
+	if e.queue != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		err := e.queue.Configure(ctx, queueConfigs(a.destList()))
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	if err := e.SetDestinations(a.destList()); err != nil {
 		return fmt.Errorf("postback: %w", err)
 	}

@@ -25,8 +25,8 @@ type Cluster struct {
 	// JetStream servers. Default 1 (a single NATS server).
 	Replicas int `json:"replicas,omitempty"`
 	// Queue is where pending deliveries live: "badger", this edge's own
-	// store (the default). "jetstream" is reserved for the replicated
-	// queue and refused by this version.
+	// store (the default), or "jetstream", a replicated queue every edge
+	// drains (docs/fleet-queue.md).
 	Queue string `json:"queue,omitempty"`
 	// Prefix names the buckets, so several fleets can share one NATS.
 	// Default "postback".
@@ -58,12 +58,10 @@ const (
 // checkQueue is the rule for the queue option.
 func checkQueue(q string) error {
 	switch q {
-	case "", queueBadger:
+	case "", queueBadger, queueJetStream:
 		return nil
-	case queueJetStream:
-		return fmt.Errorf("queue %s: the replicated queue is not in this version; use queue badger (each edge keeps its own durable queue; the replay guard is shared)", q)
 	}
-	return fmt.Errorf("queue %q: want badger", q)
+	return fmt.Errorf("queue %q: want badger or jetstream", q)
 }
 
 // options resolves placeholders and checks the block with the fleet's

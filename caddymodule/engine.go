@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/postbackedge/caddy-postback/delivery"
+	"github.com/postbackedge/caddy-postback/fleet"
 	"github.com/postbackedge/caddy-postback/notelog"
 	"github.com/postbackedge/caddy-postback/report"
 	"github.com/postbackedge/caddy-postback/storage"
@@ -39,6 +40,11 @@ type pooledEngine struct {
 	alerts *alertSwitch
 	// notes writes the notification log into store.
 	notes *notelog.Log
+	// With queue jetstream: the fleet's queue the engine drains, the fleet
+	// it belongs to, and the fleet pool's key, held while the engine lives.
+	queue    *fleet.Queue
+	fleet    *fleet.Fleet
+	fleetKey string
 }
 
 // recordSwitch is a delivery.RecordSink that a config (re)load can point
@@ -61,9 +67,12 @@ func (s *recordSwitch) Record(d storage.Delivery) {
 	}
 }
 
-func loadEngine(dir string, key []byte, retention caddy.Duration, logger *zap.Logger, m *Metrics) (*pooledEngine, error) {
+// loadEngine opens (or shares) the engine of dir. With queue jetstream, qf
+// is the fleet whose queue it drains (nil: the store's own queue), and
+// fleetKey is qf's key in fleetPool.
+func loadEngine(dir string, key []byte, retention caddy.Duration, logger *zap.Logger, m *Metrics, qf *fleet.Fleet, fleetKey string) (*pooledEngine, error) {
 	v, loaded, err := enginePool.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		return openEngine(dir, key, time.Duration(retention), logger, m)
+		return openEngine(dir, key, time.Duration(retention), logger, m, qf, fleetKey)
 	})
 	if err != nil {
 		return nil, err
@@ -73,10 +82,14 @@ func loadEngine(dir string, key []byte, retention caddy.Duration, logger *zap.Lo
 		_, _ = enginePool.Delete(dir)
 		return nil, fmt.Errorf("storage_dir %s: encryption_key differs from the key the open store uses; restart Caddy to change it (see README: key rotation)", dir)
 	}
+	if loaded && e.fleetKey != fleetKey {
+		_, _ = enginePool.Delete(dir)
+		return nil, fmt.Errorf("storage_dir %s: the cluster's queue (or, with queue jetstream, its NATS servers, node, prefix) differs from the running engine's; restart Caddy to change it", dir)
+	}
 	return e, nil
 }
 
-func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Logger, m *Metrics) (*pooledEngine, error) {
+func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Logger, m *Metrics, qf *fleet.Fleet, fleetKey string) (*pooledEngine, error) {
 	slogger := slogFor(logger)
 	store, err := storage.Open(storage.Options{
 		Dir:           dir,
@@ -88,10 +101,22 @@ func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Log
 		return nil, err
 	}
 	p := &pooledEngine{dir: dir, keyID: keyFingerprint(key), store: store, logger: logger, alerts: newAlertSwitch()}
-	p.Engine = delivery.NewEngine(delivery.WithRecords(store, &p.records), delivery.Options{
-		Logger:    slogger.With("component", "delivery"),
-		Observer:  metricsObserver{m, p.alerts},
-		UserAgent: userAgent(),
+	var queueStore delivery.Store = store
+	var poll time.Duration
+	if qf != nil {
+		qs, err := openQueueStore(qf, fleetKey, store)
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		p.queue, p.fleet, p.fleetKey = qs.Queue, qf, fleetKey
+		queueStore, poll = qs, queuePoll
+	}
+	p.Engine = delivery.NewEngine(delivery.WithRecords(queueStore, &p.records), delivery.Options{
+		Logger:       slogger.With("component", "delivery"),
+		Observer:     metricsObserver{m, p.alerts},
+		UserAgent:    userAgent(),
+		PollInterval: poll,
 	})
 	p.notes = notelog.New(notelog.Options{Sink: store, Counters: noteCounters{m}, Logger: slogger.With("component", "notelog")})
 	p.notes.Start()
@@ -108,17 +133,32 @@ func (e *pooledEngine) Destruct() error {
 	if err := e.notes.Stop(ctx); err != nil {
 		e.logger.Warn("notification log: last records not written", zap.Error(err))
 	}
-	if err := e.Stop(ctx); err != nil {
+	err := e.Stop(ctx)
+	if e.fleetKey != "" {
+		// The store is closed (the queue's holds given back): the fleet
+		// connection may go.
+		_, _ = fleetPool.Delete(e.fleetKey)
+	}
+	if err != nil {
 		return fmt.Errorf("stop postback engine %s: %w", e.dir, err)
 	}
 	return nil
+}
+
+// pendingStats are the counts that say what is pending: the fleet's with
+// queue jetstream (every edge drains one queue), else this edge's.
+func (e *pooledEngine) pendingStats() (map[string]storage.DINStats, error) {
+	if e.fleet != nil {
+		return e.fleet.History().Stats()
+	}
+	return e.Stats()
 }
 
 // refreshDepth copies every DIN's pending count into the queue-depth gauge.
 // Stats are in-memory counters plus an index seek per DIN, so this runs when
 // metrics are scraped (depthCollector), not per delivery.
 func (e *pooledEngine) refreshDepth(depth *prometheus.GaugeVec) {
-	stats, err := e.Stats()
+	stats, err := e.pendingStats()
 	if err != nil {
 		return
 	}

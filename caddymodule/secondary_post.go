@@ -71,6 +71,9 @@ func (s *SecondaryPost) Provision(ctx caddy.Context) error {
 	if s.MaxBody < 0 {
 		return errors.New("secondary_post: max_body must not be negative")
 	}
+	if s.OnlyAccepted && s.app.queueJetStream() {
+		return errors.New("secondary_post: only_accepted is not available with the cluster's queue jetstream (held copies need the edge's own queue); use queue badger")
+	}
 	return nil
 }
 

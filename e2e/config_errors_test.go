@@ -33,6 +33,9 @@ func TestValidateNamesTheLine(t *testing.T) {
 			[]string{"PB_E2E_SECRET=s"}, []string{`format clickbank_json has no field prefix (\"c\")`, "Caddyfile:5"}},
 		"digistore24 with max_age": {":8080 {\n\titns_verify {\n\t\tsecret {env.PB_E2E_SECRET}\n\t\tmax_age 15m\n\t\talgorithm digistore24\n\t}\n\trespond OK\n}\n",
 			[]string{"PB_E2E_SECRET=s"}, []string{`algorithm digistore24: max_age cannot be checked`, "Caddyfile:5"}},
+		// Two parts of the config that do not go together: no line to name.
+		"only_accepted with queue jetstream": {"{\n\tpostback {\n\t\tencryption_key 0000000000000000000000000000000000000000000000000000000000000000\n\t\tcluster {\n\t\t\tnats nats://127.0.0.1:4222\n\t\t\tqueue jetstream\n\t\t}\n\t\tdestination 1001 {\n\t\t\turl https://127.0.0.1:9/\n\t\t}\n\t}\n}\n:8080 {\n\tsecondary_post 1001 {\n\t\tonly_accepted\n\t}\n\trespond OK\n}\n",
+			nil, []string{"only_accepted is not available with the cluster's queue jetstream"}},
 	} {
 		if err := os.WriteFile(path, []byte(c.caddyfile), 0o600); err != nil {
 			t.Fatal(err)

@@ -66,6 +66,12 @@ func (e *fleetEdge) start(t *testing.T) {
 }
 
 func newFleetEdge(t *testing.T, name string, nats []string, dest, caFile, script string) *fleetEdge {
+	return newFleetEdgeQueue(t, name, nats, dest, caFile, script, "badger", "retry_schedule 0s 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms")
+}
+
+// newFleetEdgeQueue is newFleetEdge with the cluster's queue and the
+// destination's options.
+func newFleetEdgeQueue(t *testing.T, name string, nats []string, dest, caFile, script, queue, destOpts string) *fleetEdge {
 	e := &fleetEdge{name: name, dir: t.TempDir(), port: testutil.FreePort(t)}
 	e.cfg = caddyfile{
 		store: e.dir + "/store",
@@ -74,8 +80,9 @@ cluster {
 	nats %s
 	node %s
 	replicas 3
-}`, strings.Join(nats, " "), name),
-		dests: []destination{{din: "1001", url: dest, ca: caFile, opts: "retry_schedule 0s 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms"}},
+	queue %s
+}`, strings.Join(nats, " "), name, queue),
+		dests: []destination{{din: "1001", url: dest, ca: caFile, opts: destOpts}},
 		sites: []site{{port: e.port, body: fmt.Sprintf(`route /itns.php {
 	itns_verify {
 		secret {env.E2E_ITNS_SECRET}
@@ -307,4 +314,78 @@ func TestFleetOfTwoEdges(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// queue jetstream, two built edges on a three-server cluster: edge A
+// accepts notifications while the destination refuses them (503), then
+// dies with SIGKILL and its disk is lost; edge B delivers every one A
+// answered 200, once the destination is back. B's stats count them.
+func TestFleetQueueJetStreamSurvivesALostEdge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end fleet test")
+	}
+	nats := natstest.Start(t, 3)
+	dir := t.TempDir()
+	destPort := testutil.FreePort(t)
+	var up atomic.Bool
+	dest := newSinkFunc(t, dir, destPort, func(*http.Request) int {
+		if up.Load() {
+			return http.StatusOK
+		}
+		return http.StatusServiceUnavailable
+	})
+	destURL := fmt.Sprintf("https://127.0.0.1:%d/collect", destPort)
+	script := newFleetScript(t)
+	addr := script.srv.Listener.Addr().String()
+	opts := "retry_schedule 0s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s\ntimeout 2s\nbreaker off"
+	a := newFleetEdgeQueue(t, "edge-a", nats.URLs(), destURL, dest.caFile, addr, "jetstream", opts)
+	b := newFleetEdgeQueue(t, "edge-b", nats.URLs(), destURL, dest.caFile, addr, "jetstream", opts)
+	client := &http.Client{Timeout: 20 * time.Second}
+	signer, err := handlers.NewITNS(handlers.ITNSConfig{Secrets: [][]byte{[]byte(itnsSecret)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 30
+	var bodies []string
+	for i := range n {
+		body, err := signer.SignForm(itnsFields("", fmt.Sprintf("JSQ%04d", i), time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ans, err := tryDo(client, http.MethodPost, a.url(), formContent, body); err != nil || ans.Status != http.StatusOK {
+			t.Fatalf("notification %d on edge A: %v %v", i, ans, err)
+		}
+		bodies = append(bodies, body)
+	}
+	time.Sleep(time.Second) // attempts under way, on both edges
+	a.proc.kill9()
+	if err := os.RemoveAll(a.dir); err != nil {
+		t.Fatal(err)
+	}
+	up.Store(true)
+	testutil.WaitFor(t, "every notification edge A accepted at the destination", 90*time.Second, func() bool {
+		got, _ := dest.received()
+		for _, body := range bodies {
+			if got[body] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	got, _ := dest.received()
+	dups := 0
+	for _, body := range bodies {
+		dups += got[body] - 1
+	}
+	t.Logf("E2E-FIGURES: queue jetstream, edge lost: %d notifications accepted by it, all delivered by the other edge, %d duplicates", n, dups)
+
+	var stats struct {
+		Totals struct {
+			Pending   int `json:"pending"`
+			Delivered int `json:"delivered"`
+		} `json:"totals"`
+	}
+	testutil.WaitFor(t, "edge B's stats: nothing pending, all delivered", 60*time.Second, func() bool {
+		return getJSON(client, b.proc.adminURL("/postback/stats"), &stats) == nil && stats.Totals.Pending == 0 && stats.Totals.Delivered >= n
+	})
 }

@@ -53,8 +53,7 @@ type DINConfig struct {
 	Timeout time.Duration
 	// AckWait is how long a fetched delivery stays this edge's without a
 	// word before JetStream offers it to another edge; the edge renews it
-	// while the attempt runs. Default Timeout + 30s: the answer must also
-	// be recorded.
+	// while the attempt runs. Default Timeout + 10s.
 	AckWait time.Duration
 }
 
@@ -83,8 +82,10 @@ type queued struct {
 }
 
 const (
-	// ackMargin is added to the attempt timeout for the default ack wait.
-	ackMargin = 30 * time.Second
+	// ackMargin is added to the attempt timeout for the default ack wait:
+	// recording the answer takes milliseconds, the renewals cover stalls.
+	// It is also how long a killed edge's attempts wait for another edge.
+	ackMargin = 10 * time.Second
 	// idHeader names the delivery a message holds, outside the seal: the
 	// seal is bound to it.
 	idHeader = "Postback-Delivery"
