@@ -316,10 +316,12 @@ func TestFleetOfTwoEdges(t *testing.T) {
 	}
 }
 
-// queue jetstream, two built edges on a three-server cluster: edge A
-// accepts notifications while the destination refuses them (503), then
-// dies with SIGKILL and its disk is lost; edge B delivers every one A
-// answered 200, once the destination is back. B's stats count them.
+// queue jetstream, built edges on a three-server cluster: edge A accepts
+// notifications while the destination refuses them (503), then dies with
+// SIGKILL and its disk is lost; edge B delivers every one A answered 200,
+// once the destination is back, and its stats count them. Then under load
+// on B and a new edge C, one NATS server stopped and C killed: every
+// notification answered 200 is delivered.
 func TestFleetQueueJetStreamSurvivesALostEdge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end fleet test")
@@ -388,4 +390,69 @@ func TestFleetQueueJetStreamSurvivesALostEdge(t *testing.T) {
 	testutil.WaitFor(t, "edge B's stats: nothing pending, all delivered", 60*time.Second, func() bool {
 		return getJSON(client, b.proc.adminURL("/postback/stats"), &stats) == nil && stats.Totals.Pending == 0 && stats.Totals.Delivered >= n
 	})
+
+	// Then under load, on B and a new edge C: one NATS server stopped, C
+	// killed with SIGKILL and restarted: every notification answered 200
+	// reaches the destination.
+	c := newFleetEdgeQueue(t, "edge-c", nats.URLs(), destURL, dest.caFile, addr, "jetstream", opts)
+	edges := []*fleetEdge{b, c}
+	var (
+		mu       sync.Mutex
+		accepted = map[string]bool{}
+		gaveUp   int
+		seq      atomic.Int64
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
+	)
+	for s := range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := seq.Add(1)
+				body, err := signer.SignForm(itnsFields("", fmt.Sprintf("JSL%06d", i), time.Now()))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				a, err := postUntilAnswered(client, edges, s+int(i), body, time.Now().Add(20*time.Second))
+				mu.Lock()
+				if err == nil && a.Status == http.StatusOK {
+					accepted[body] = true
+				} else {
+					gaveUp++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	nats.Stop(0)
+	time.Sleep(2 * time.Second)
+	c.proc.kill9()
+	time.Sleep(time.Second)
+	c.start(t)
+	time.Sleep(2 * time.Second)
+	nats.Restart(0)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(accepted) < 20 {
+		t.Fatalf("only %d notifications answered under load (%d given up)", len(accepted), gaveUp)
+	}
+	testutil.WaitFor(t, "every notification accepted under load at the destination", 90*time.Second, func() bool {
+		got, _ := dest.received()
+		for body := range accepted {
+			if got[body] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("E2E-FIGURES: queue jetstream under load, a NATS server stopped, an edge killed: %d notifications answered 200, all delivered; %d given up by their sender", len(accepted), gaveUp)
 }
