@@ -26,7 +26,7 @@ import (
 
 var testKey = bytes.Repeat([]byte{7}, 32)
 
-func join(t *testing.T, urls []string, node string, replicas int, mod ...func(*fleet.Options)) *fleet.Fleet {
+func join(t testing.TB, urls []string, node string, replicas int, mod ...func(*fleet.Options)) *fleet.Fleet {
 	t.Helper()
 	f, err := connect(urls, node, replicas, mod...)
 	if err != nil {

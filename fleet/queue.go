@@ -63,6 +63,9 @@ type dinQueue struct {
 	// hint is the earliest retry this edge scheduled, for NextDue: a
 	// scheduled message appears without waking anyone.
 	hint time.Time
+	// looked is when this edge last looked for redeliveries with the
+	// DIN's concurrency used up (fetch).
+	looked time.Time
 }
 
 type heldMsg struct {
@@ -96,6 +99,10 @@ const (
 	// ack wait is looked at more often, down to minRenewEvery).
 	renewEvery    = time.Second
 	minRenewEvery = 50 * time.Millisecond
+	// redeliveryLook is how often, and redeliveryWait how long, an edge
+	// looks for redeliveries while the fleet's concurrency is used up.
+	redeliveryLook = 500 * time.Millisecond
+	redeliveryWait = 50 * time.Millisecond
 )
 
 var errQueueClosed = errors.New("cluster queue: closed")
@@ -296,11 +303,11 @@ func (q *Queue) Due(din string, now time.Time, limit int) ([]storage.Delivery, e
 	if dq == nil {
 		return out, nil
 	}
-	if want := limit - len(out); want > 0 {
-		batch, err := dq.cons.FetchNoWait(want)
-		if err != nil {
-			return out, fmt.Errorf("cluster queue: fetch DIN %s: %w", din, err)
-		}
+	batch, err := q.fetch(dq, limit-len(out), len(out))
+	if err != nil {
+		return out, fmt.Errorf("cluster queue: fetch DIN %s: %w", din, err)
+	}
+	if batch != nil {
 		for msg := range batch.Messages() {
 			if d, ok := q.take(din, dq, msg); ok {
 				out = append(out, d)
@@ -314,6 +321,42 @@ func (q *Queue) Due(din string, now time.Time, limit int) ([]storage.Delivery, e
 		return cmp.Or(a.NextAttempt.Compare(b.NextAttempt), strings.Compare(a.ID, b.ID))
 	})
 	return out, nil
+}
+
+// fetch takes up to want more of the DIN's deliveries: at most its
+// concurrency less what this edge holds, and what the fleet leaves free.
+// A fetch without wait that JetStream cannot serve at once (the concurrency
+// used up by others) would stall the DIN's loop for a second, so when the
+// consumer says nothing is free the edge only looks, now and then and
+// briefly, for what it may redeliver (an attempt of a dead edge, whose
+// hold ran out, is delivered again even then).
+func (q *Queue) fetch(dq *dinQueue, want, heldHere int) (jetstream.MessageBatch, error) {
+	n := min(want, dq.cfg.Concurrency-heldHere)
+	if n <= 0 {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	info, err := dq.cons.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if info.NumPending == 0 && info.NumAckPending == 0 {
+		return nil, nil // nothing waits, nothing is held anywhere
+	}
+	if free := info.Config.MaxAckPending - info.NumAckPending; info.NumPending > 0 && free > 0 {
+		return dq.cons.FetchNoWait(min(n, free))
+	}
+	q.mu.Lock()
+	due := q.now().Sub(dq.looked) >= redeliveryLook
+	if due {
+		dq.looked = q.now()
+	}
+	q.mu.Unlock()
+	if !due {
+		return nil, nil
+	}
+	return dq.cons.Fetch(n, jetstream.FetchMaxWait(redeliveryWait))
 }
 
 // take holds a fetched message. One that cannot be read is terminated (it

@@ -28,7 +28,7 @@ type countingSink struct {
 	bodies    map[string]string
 }
 
-func newCountingSink(t *testing.T, delay time.Duration, failFirst int) *countingSink {
+func newCountingSink(t testing.TB, delay time.Duration, failFirst int) *countingSink {
 	s := &countingSink{delay: delay, failFirst: failFirst, hits: map[string]int{}, bodies: map[string]string{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -64,7 +64,7 @@ func (s *countingSink) snapshot() (map[string]int, map[string]string) {
 
 // edgeEngine is an edge's delivery engine over the fleet's queue, as the
 // postback app builds it with queue jetstream.
-func edgeEngine(t *testing.T, urls []string, node string, replicas int, dest *delivery.Destination, ackWait time.Duration) *delivery.Engine {
+func edgeEngine(t testing.TB, urls []string, node string, replicas int, dest *delivery.Destination, ackWait time.Duration) *delivery.Engine {
 	t.Helper()
 	f := join(t, urls, node, replicas)
 	q, err := f.Queue(context.Background())

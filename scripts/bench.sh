@@ -50,6 +50,7 @@ ENCRYPT=${BENCH_ENCRYPT:-1}
 RUN_GO=${BENCH_GO:-1}
 RUN_MAIN=${BENCH_MAIN:-1}
 RUN_PARTS=${BENCH_PARTS:-1}
+RUN_FLEET=${BENCH_FLEET:-1}
 DRAIN_N=${BENCH_DRAIN_N:-50000}
 DRAIN_CONC=${BENCH_DRAIN_CONC:-4 16}
 RUN_1M=${BENCH_1M:-0}
@@ -223,6 +224,7 @@ cg_make() { # MIB
 	echo "$dir"
 }
 
+CLUSTER="" # a cluster block for the postback app (fleet_rounds)
 chain_caddyfile() { # ADMIN PORT STORE DEST_URL SCHEDULE [CONCURRENCY [COPY [APP]]]
 	local copy="secondary_post 1001" app=""
 	# COPY=0: the same chain without secondary_post (the checks alone).
@@ -233,6 +235,7 @@ chain_caddyfile() { # ADMIN PORT STORE DEST_URL SCHEDULE [CONCURRENCY [COPY [APP
 		app="postback {
 		storage_dir $3
 		$KEYLINE
+		$CLUSTER
 		destination 1001 {
 			url $4
 			method POST
@@ -526,6 +529,116 @@ if [ "$RUN_PARTS" = 1 ]; then
 	parts_rounds
 fi
 
+# fleet_rounds: queue jetstream beside the single-node chain. Three NATS
+# servers (built from the nats-server module, JetStream, routed to each
+# other) on loopback; "one" is the chain on its own disk, "js" the same
+# chain whose queue is the fleet's stream, replicated three times. Both copy
+# to the sink; each run is followed by its drain, as in the main rounds.
+fleet_rounds() {
+	log "fleet: building nats-server"
+	$GO build -o "$TMP/nats-server" github.com/nats-io/nats-server/v2 || die "cannot build nats-server"
+	local ports i routes=""
+	read -r -a ports <<<"$($BT ports -n 13)"
+	local P_ONE=${ports[9]} A_ONE=${ports[10]} P_JS=${ports[11]} A_JS=${ports[12]}
+	for i in 0 1 2; do
+		routes+="${routes:+,}nats://127.0.0.1:${ports[$((3 + i))]}"
+	done
+	local natsurls="" natspids=()
+	for i in 0 1 2; do
+		start_bg "$TMP/nats$i.log" "$TMP/nats-server" -js -sd "$TMP/nats$i" -a 127.0.0.1 -p "${ports[$i]}" \
+			-m "${ports[$((6 + i))]}" -n "bench-n$i" --cluster_name postback-bench \
+			--cluster "nats://127.0.0.1:${ports[$((3 + i))]}" --routes "$routes"
+		natsurls+=" nats://127.0.0.1:${ports[$i]}"
+		natspids+=("$LAST_PID")
+	done
+	for i in 0 1 2; do
+		wait_http "http://127.0.0.1:${ports[$((6 + i))]}/healthz?js-enabled-only=true" 60
+	done
+	chain_caddyfile "$A_ONE" "$P_ONE" "$TMP/one/postback" "https://127.0.0.1:$P_SINK_TLS/collect" "0s 1s 5s 30s" >"$TMP/one.Caddyfile"
+	CLUSTER="encryption_key {env.BENCH_DB_KEY}
+		cluster {
+			nats$natsurls
+			node bench-js
+			replicas 3
+			queue jetstream
+		}"
+	[ "$ENCRYPT" = 1 ] && CLUSTER=${CLUSTER#*$'\n'} # the key line is there already
+	chain_caddyfile "$A_JS" "$P_JS" "$TMP/js/postback" "https://127.0.0.1:$P_SINK_TLS/collect" "0s 1s 5s 30s" >"$TMP/js.Caddyfile"
+	CLUSTER=""
+	start_bg "$TMP/plain-fleet.log" "$BIN" run --config "$TMP/plain.Caddyfile" --adapter caddyfile
+	local pid_plain=$LAST_PID
+	start_bg "$TMP/one.log" "$BIN" run --config "$TMP/one.Caddyfile" --adapter caddyfile
+	local pid_one=$LAST_PID
+	# The JetStream cluster may still be electing its meta leader: the edge
+	# refuses to start until it answers, so try a few times.
+	local pid_js="" try
+	for try in 1 2 3 4 5; do
+		start_bg "$TMP/js.log" "$BIN" run --config "$TMP/js.Caddyfile" --adapter caddyfile
+		pid_js=$LAST_PID
+		for ((i = 0; i < 200; i++)); do
+			curl -fsS -o /dev/null "http://127.0.0.1:$A_JS/config/" 2>/dev/null && break 2
+			kill -0 "$pid_js" 2>/dev/null || break
+			sleep 0.05
+		done
+		log "fleet: the queue jetstream edge did not start (try $try); see $TMP/js.log"
+		stop_pid "$pid_js"
+		sleep 2
+	done
+	wait_http "http://127.0.0.1:$A_PLAIN/config/"
+	wait_http "http://127.0.0.1:$A_ONE/config/"
+	wait_http "http://127.0.0.1:$A_JS/config/"
+	local -A furl=(
+		[plain]="http://127.0.0.1:$P_PLAIN/itns.php"
+		[one]="http://127.0.0.1:$P_ONE/itns.php"
+		[js]="http://127.0.0.1:$P_JS/itns.php"
+	)
+	local -A fpid=([plain]=$pid_plain [one]=$pid_one [js]=$pid_js)
+	local -A fadmin=([one]=$A_ONE [js]=$A_JS)
+	local s r out c0 c1
+	for s in plain one js; do
+		smoke "$s" "${furl[$s]}"
+		"$WRK" -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$TMP/itns.lua" "${furl[$s]}" >/dev/null
+		if [ "$s" != plain ]; then
+			$BT drain -admin "127.0.0.1:${fadmin[$s]}" -sink "$SINK_COUNT" -timeout 180s >/dev/null
+		fi
+	done
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for s in plain one js; do
+			log "fleet round $r/$ROUNDS: $s (${DURATION}s, load $(load1))"
+			c0=$(cpu_ticks "${fpid[$s]}")
+			out=$("$WRK" -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$TMP/itns.lua" "${furl[$s]}")
+			c1=$(cpu_ticks "${fpid[$s]}")
+			echo "$out" | $BT tag kind=fleet_wrk server="$s" round="$r" load1="$(load1)" \
+				cpu_server_s="$(awk "BEGIN{print ($c1-$c0)/$CLK_TCK}")" >>"$RESULTS"
+			if [ "$s" != plain ]; then
+				$BT drain -admin "127.0.0.1:${fadmin[$s]}" -sink "$SINK_COUNT" -timeout 300s |
+					$BT tag kind=fleet_drain server="$s" round="$r" >>"$RESULTS"
+			fi
+		done
+	done
+	if [ "$RATE" != 0 ]; then
+		for ((r = 1; r <= ROUNDS; r++)); do
+			for s in plain one js; do
+				log "fleet fixed rate $r/$ROUNDS: $s ($RATE/s for ${RATE_DURATION}s, load $(load1))"
+				out=$($BT load -url "${furl[$s]}" -body "$TMP/itns.body" -rate "$RATE" -conns "$CONNS" -d "${RATE_DURATION}s")
+				echo "$out" | $BT tag kind=fleet_rate server="$s" round="$r" load1="$(load1)" >>"$RESULTS"
+				if [ "$s" != plain ]; then
+					$BT drain -admin "127.0.0.1:${fadmin[$s]}" -sink "$SINK_COUNT" -timeout 300s >/dev/null
+				fi
+			done
+		done
+	fi
+	stop_pid "$pid_plain"
+	stop_pid "$pid_one"
+	stop_pid "$pid_js"
+	for i in "${natspids[@]}"; do
+		stop_pid "$i"
+	done
+}
+if [ "$RUN_FLEET" = 1 ]; then
+	fleet_rounds
+fi
+
 # --- the drain rate on its own: a backlog of DRAIN_N, the sink up ---------------
 if [ "$DRAIN_N" -gt 0 ]; then
 	for conc in $DRAIN_CONC; do
@@ -616,6 +729,7 @@ if [ "$RUN_GO" = 1 ]; then
 		$GO test -run '^$' -bench 'BenchmarkFsync|BenchmarkEnqueue/sync=(badger|none|logmodel)/writers=(1|32)$|BenchmarkComplete' -benchtime 2s ./storage
 		$GO test -run '^$' -bench 'BenchmarkDrain' -benchtime 20000x ./delivery
 		$GO test -run '^$' -bench 'BenchmarkRequestPath' -benchmem ./notelog
+		$GO test -run '^$' -bench 'BenchmarkQueueDrain' -benchtime 3000x ./fleet
 		# Store size after 100k enqueue/deliver cycles (the storage package's soak test).
 		STORAGE_SOAK=1 $GO test -count=1 -run 'TestSoakCycles$' -v ./storage
 	} 2>&1 | tee -a "$GOBENCH" | grep -E '^(Benchmark|ok|FAIL|---)' >&2 || true

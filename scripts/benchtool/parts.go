@@ -27,9 +27,15 @@ type partsRow struct {
 
 // partsRows computes the rows from the parts_wrk and parts_rate results.
 func partsRows(byKind map[string][]result) map[string]*partsRow {
-	wrk, rate := byServerRound(byKind["parts_wrk"]), byServerRound(byKind["parts_rate"])
+	return roundRows(byKind["parts_wrk"], byKind["parts_rate"], partNames)
+}
+
+// roundRows computes one row per server of names from wrk and open-loop
+// runs made in alternation with plain Caddy ("plain").
+func roundRows(wrkRuns, rateRuns []result, names []struct{ key, label string }) map[string]*partsRow {
+	wrk, rate := byServerRound(wrkRuns), byServerRound(rateRuns)
 	rows := map[string]*partsRow{}
-	for _, p := range partNames {
+	for _, p := range names {
 		row := &partsRow{wrkRuns: len(wrk[p.key]), rateRuns: len(rate[p.key])}
 		var rps, cpu, ratios, p50, p99, add []float64
 		for _, rd := range slices.Sorted(maps.Keys(wrk[p.key])) {

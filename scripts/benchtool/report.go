@@ -320,6 +320,7 @@ func writeReport(w io.Writer, all []result, goOut string) {
 	}
 
 	writeParts(w, byKind, env.str("rate"))
+	writeFleet(w, byKind, env.str("rate"))
 
 	// Deliveries of the measured runs.
 	if drains := byKind["drain"]; len(drains) > 0 {
