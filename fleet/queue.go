@@ -514,6 +514,12 @@ func (q *Queue) Complete(id string, a storage.Attempt, out storage.Outcome) (sto
 		err = q.keepFailed(ctx, d, h.payload)
 	}
 	if err != nil {
+		// Not recorded: the attempt is over, so its hold is no longer
+		// renewed; the delivery comes back (to this edge or another) and
+		// is attempted again.
+		q.mu.Lock()
+		h.attempting = false
+		q.mu.Unlock()
 		return storage.Delivery{}, fmt.Errorf("cluster queue: complete %s: %w", id, err)
 	}
 	q.mu.Lock()

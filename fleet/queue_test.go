@@ -187,7 +187,7 @@ func take(t *testing.T, q *fleet.Queue, din, id string) storage.Delivery {
 	testutil.WaitFor(t, "delivery "+id, 30*time.Second, func() bool {
 		due, err := q.Due(din, time.Now(), 10)
 		if err != nil {
-			t.Fatalf("Due: %v", err)
+			return false // NATS reconnecting, say: a later look may do
 		}
 		for _, d := range due {
 			if d.ID == id {
@@ -412,5 +412,29 @@ func TestQueueFailedListedFleetWide(t *testing.T) {
 	}
 	if strings.Join(got, " ") != strings.Join(failed, " ") {
 		t.Errorf("failed of 1001 listed %v, want %v", got, failed)
+	}
+}
+
+// A retry that cannot be recorded (NATS away) leaves the delivery to come
+// back: once NATS is back it is attempted again, never lost, never held
+// for ever by the edge whose Complete failed.
+func TestQueueCompleteFailsWhileNATSIsAway(t *testing.T) {
+	c := natstest.Start(t, 1)
+	dins := map[string]fleet.DINConfig{"1001": {Concurrency: 4, Timeout: time.Second, AckWait: 2 * time.Second}}
+	q := openQueue(t, c.URLs(), "edge-a", 1, dins)
+	d := enqueue(t, q, "1001", "away=1")[0]
+	take(t, q, "1001", d.ID)
+	c.Stop(0)
+	if _, err := q.Complete(d.ID, storage.Attempt{Status: 503}, storage.Outcome{State: storage.StatePending, NextAttempt: time.Now().Add(10 * time.Second)}); err == nil {
+		t.Fatal("Complete with NATS away succeeded")
+	}
+	c.Restart(0)
+	c.WaitJetStream()
+	again := take(t, q, "1001", d.ID)
+	if len(again.Attempts) != 0 {
+		t.Errorf("the attempt whose outcome was not recorded is in the record: %+v", again.Attempts)
+	}
+	if _, err := q.Complete(d.ID, okAttempt, storage.Outcome{State: storage.StateDelivered}); err != nil {
+		t.Fatal(err)
 	}
 }
