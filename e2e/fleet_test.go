@@ -297,23 +297,7 @@ func TestFleetOfTwoEdges(t *testing.T) {
 	})
 
 	// Nothing in clear on NATS's disks: no card number, no receipt.
-	for _, d := range nats.StoreDirs() {
-		_ = filepath.WalkDir(d, func(path string, de fs.DirEntry, err error) error {
-			if err != nil || de.IsDir() {
-				return nil
-			}
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return nil
-			}
-			for _, secret := range []string{"4111111111111111", "PAIR000", "LOAD000001", url.QueryEscape("anna.o+shop@example.com")} {
-				if bytes.Contains(data, []byte(secret)) {
-					t.Errorf("%s holds %q in clear", path, secret)
-				}
-			}
-			return nil
-		})
-	}
+	noneInClear(t, nats.StoreDirs(), "4111111111111111", "PAIR000", "LOAD000001", url.QueryEscape("anna.o+shop@example.com"))
 }
 
 // queue jetstream, built edges on a three-server cluster: edge A accepts
@@ -455,4 +439,27 @@ func TestFleetQueueJetStreamSurvivesALostEdge(t *testing.T) {
 		return true
 	})
 	t.Logf("E2E-FIGURES: queue jetstream under load, a NATS server stopped, an edge killed: %d notifications answered 200, all delivered; %d given up by their sender", len(accepted), gaveUp)
+	noneInClear(t, nats.StoreDirs(), "4111111111111111", "JSQ0001", "JSL000001", url.QueryEscape("anna.o+shop@example.com"))
+}
+
+// noneInClear fails t for every file under dirs that holds one of secrets.
+func noneInClear(t *testing.T, dirs []string, secrets ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		_ = filepath.WalkDir(d, func(path string, de fs.DirEntry, err error) error {
+			if err != nil || de.IsDir() {
+				return nil
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return nil
+			}
+			for _, secret := range secrets {
+				if bytes.Contains(data, []byte(secret)) {
+					t.Errorf("%s holds %q in clear", path, secret)
+				}
+			}
+			return nil
+		})
+	}
 }
