@@ -237,55 +237,8 @@ func TestFleetOfTwoEdges(t *testing.T) {
 	}
 
 	// Load, with one NATS server stopped and then edge A killed.
-	var (
-		mu       sync.Mutex
-		accepted = map[string]bool{}
-		failed   = map[string]error{}
-		seq      atomic.Int64
-		stop     = make(chan struct{})
-		wg       sync.WaitGroup
-	)
-	for s := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				i := seq.Add(1)
-				body := sign(fmt.Sprintf("LOAD%06d", i))
-				a, err := postUntilAnswered(client, edges, s+int(i), body, time.Now().Add(20*time.Second))
-				mu.Lock()
-				if err == nil && a.Status == http.StatusOK {
-					accepted[body] = true
-				} else {
-					failed[body] = fmt.Errorf("%v %v", a, err)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	time.Sleep(2 * time.Second)
-	nats.Stop(0)
-	time.Sleep(2 * time.Second)
-	a.proc.kill9()
-	time.Sleep(time.Second)
-	a.start(t)
-	time.Sleep(2 * time.Second)
-	nats.Restart(0)
-	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
-
-	mu.Lock()
-	defer mu.Unlock()
-	t.Logf("under load: %d notifications answered 200, %d given up by their sender", len(accepted), len(failed))
-	if len(accepted) < 20 {
-		t.Fatalf("only %d notifications answered under load; given up: %v", len(accepted), failed)
-	}
+	accepted, gaveUp := loadWithFaults(t, nats, edges, a, func(i int64) string { return sign(fmt.Sprintf("LOAD%06d", i)) })
+	t.Logf("under load: %d notifications answered 200, %d given up by their sender", len(accepted), gaveUp)
 	testutil.WaitFor(t, "every accepted notification at the destination", 60*time.Second, func() bool {
 		got, _ := dest.received()
 		for body := range accepted {
@@ -379,7 +332,35 @@ func TestFleetQueueJetStreamSurvivesALostEdge(t *testing.T) {
 	// killed with SIGKILL and restarted: every notification answered 200
 	// reaches the destination.
 	c := newFleetEdgeQueue(t, "edge-c", nats.URLs(), destURL, dest.caFile, addr, "jetstream", opts)
-	edges := []*fleetEdge{b, c}
+	accepted, gaveUp := loadWithFaults(t, nats, []*fleetEdge{b, c}, c, func(i int64) string {
+		body, err := signer.SignForm(itnsFields("", fmt.Sprintf("JSL%06d", i), time.Now()))
+		if err != nil {
+			t.Error(err)
+		}
+		return body
+	})
+	testutil.WaitFor(t, "every notification accepted under load at the destination", 90*time.Second, func() bool {
+		got, _ := dest.received()
+		for body := range accepted {
+			if got[body] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("E2E-FIGURES: queue jetstream under load, a NATS server stopped, an edge killed: %d notifications answered 200, all delivered; %d given up by their sender", len(accepted), gaveUp)
+	noneInClear(t, nats.StoreDirs(), "4111111111111111", "JSQ0001", "JSL000001", url.QueryEscape("anna.o+shop@example.com"))
+}
+
+// loadWithFaults sends notifications (sign(i), i counting up) from 4
+// senders to edges for 9 s, a sender moving to the next edge on a 503 or
+// a broken connection: after 2 s NATS server 0 stops, after 4 s victim is
+// killed with SIGKILL, a second later it starts again on its disk, and
+// after 7 s NATS server 0 comes back. It returns the bodies answered 200
+// (at least 20, or t fails) and how many senders gave up.
+func loadWithFaults(t *testing.T, nats *natstest.Cluster, edges []*fleetEdge, victim *fleetEdge, sign func(i int64) string) (map[string]bool, int) {
+	t.Helper()
+	client := &http.Client{Timeout: 20 * time.Second}
 	var (
 		mu       sync.Mutex
 		accepted = map[string]bool{}
@@ -397,11 +378,7 @@ func TestFleetQueueJetStreamSurvivesALostEdge(t *testing.T) {
 				default:
 				}
 				i := seq.Add(1)
-				body, err := signer.SignForm(itnsFields("", fmt.Sprintf("JSL%06d", i), time.Now()))
-				if err != nil {
-					t.Error(err)
-					return
-				}
+				body := sign(i)
 				a, err := postUntilAnswered(client, edges, s+int(i), body, time.Now().Add(20*time.Second))
 				mu.Lock()
 				if err == nil && a.Status == http.StatusOK {
@@ -416,30 +393,18 @@ func TestFleetQueueJetStreamSurvivesALostEdge(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	nats.Stop(0)
 	time.Sleep(2 * time.Second)
-	c.proc.kill9()
+	victim.proc.kill9()
 	time.Sleep(time.Second)
-	c.start(t)
+	victim.start(t)
 	time.Sleep(2 * time.Second)
 	nats.Restart(0)
 	time.Sleep(2 * time.Second)
 	close(stop)
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
 	if len(accepted) < 20 {
 		t.Fatalf("only %d notifications answered under load (%d given up)", len(accepted), gaveUp)
 	}
-	testutil.WaitFor(t, "every notification accepted under load at the destination", 90*time.Second, func() bool {
-		got, _ := dest.received()
-		for body := range accepted {
-			if got[body] == 0 {
-				return false
-			}
-		}
-		return true
-	})
-	t.Logf("E2E-FIGURES: queue jetstream under load, a NATS server stopped, an edge killed: %d notifications answered 200, all delivered; %d given up by their sender", len(accepted), gaveUp)
-	noneInClear(t, nats.StoreDirs(), "4111111111111111", "JSQ0001", "JSL000001", url.QueryEscape("anna.o+shop@example.com"))
+	return accepted, gaveUp
 }
 
 // noneInClear fails t for every file under dirs that holds one of secrets.

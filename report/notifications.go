@@ -18,13 +18,8 @@ var notificationParams = []string{"outcome", "path", "label", "delivery", "since
 // ParseNotificationFilter reads a notifications listing's filter from q.
 func ParseNotificationFilter(q url.Values, now time.Time, defaultLimit int) (storage.NotificationFilter, error) {
 	f := storage.NotificationFilter{Limit: defaultLimit}
-	for name, vals := range q {
-		if !slices.Contains(notificationParams, name) {
-			return f, badRequest("unknown parameter %q (known: %s)", name, strings.Join(notificationParams, ", "))
-		}
-		if len(vals) > 1 {
-			return f, badRequest("parameter %q given %d times", name, len(vals))
-		}
+	if err := checkParams(q, notificationParams); err != nil {
+		return f, err
 	}
 	if v := q.Get("outcome"); v != "" {
 		if !slices.Contains(storage.Outcomes, v) {
@@ -46,14 +41,8 @@ func ParseNotificationFilter(q url.Values, now time.Time, defaultLimit int) (sto
 		f.Delivery = v
 	}
 	var err error
-	if f.Since, err = parseTime("since", q.Get("since"), now); err != nil {
+	if f.Since, f.Until, err = parseRange(q, now); err != nil {
 		return f, err
-	}
-	if f.Until, err = parseTime("until", q.Get("until"), now); err != nil {
-		return f, err
-	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		return f, badRequest("since (%s) must be before until (%s)", fmtTime(f.Since), fmtTime(f.Until))
 	}
 	if f.Delivery != "" && f.Since.IsZero() && f.Until.IsZero() {
 		// A delivery is written while its notification is handled: its id's
@@ -62,20 +51,8 @@ func ParseNotificationFilter(q url.Values, now time.Time, defaultLimit int) (sto
 			f.Since, f.Until = at.Add(-time.Minute), at.Add(time.Minute)
 		}
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxLimit {
-			return f, badRequest("limit %q: want an integer from 1 to %d", v, MaxLimit)
-		}
-		f.Limit = n
-	}
-	if v := q.Get("cursor"); v != "" {
-		if len(v) > 512 {
-			return f, badRequest("cursor: too long")
-		}
-		f.Cursor = v
-	}
-	return f, nil
+	f.Limit, f.Cursor, err = parsePage(q, f.Limit)
+	return f, err
 }
 
 // idTime is the creation time a delivery id begins with.
@@ -130,10 +107,7 @@ func (p *Page) notifications(w http.ResponseWriter, r *http.Request, m Mount) er
 	if err != nil {
 		return p.failErr(w, r, m, err)
 	}
-	pageSize := p.PageSize
-	if pageSize <= 0 {
-		pageSize = DefaultPageSize
-	}
+	pageSize := p.pageSize()
 	q := r.URL.Query()
 	form := notificationForm{Outcome: q.Get("outcome"), Path: q.Get("path"), Label: q.Get("label"), Delivery: q.Get("delivery"),
 		Since: q.Get("since"), Until: q.Get("until"), Outcomes: storage.Outcomes}

@@ -115,6 +115,14 @@ type filterForm struct {
 	DefaultPageSize int
 }
 
+// pageSize is the table's rows per page.
+func (p *Page) pageSize() int {
+	if p.PageSize > 0 {
+		return p.PageSize
+	}
+	return DefaultPageSize
+}
+
 func (p *Page) now() time.Time {
 	if p.Now != nil {
 		return p.Now().UTC()
@@ -205,10 +213,7 @@ func (p *Page) index(w http.ResponseWriter, r *http.Request, m Mount) error {
 	if err != nil {
 		return p.failErr(w, r, m, err)
 	}
-	pageSize := p.PageSize
-	if pageSize <= 0 {
-		pageSize = DefaultPageSize
-	}
+	pageSize := p.pageSize()
 	q := r.URL.Query()
 	data.Form = filterForm{DIN: q.Get("din"), State: q.Get("state"), Node: q.Get("node"), Since: q.Get("since"), Until: q.Get("until"),
 		DefaultPageSize: pageSize, States: []string{"pending", "delivered", "failed", "spooled", "held", "cancelled"}}
@@ -302,7 +307,7 @@ func filterValues(f storage.Filter) url.Values {
 // listURL links to the listing with the same filter and the given cursor.
 func (p *Page) listURL(m Mount, f storage.Filter, cursor string) string {
 	q := filterValues(f)
-	if p.PageSize > 0 && f.Limit != p.PageSize || p.PageSize <= 0 && f.Limit != DefaultPageSize {
+	if f.Limit != p.pageSize() {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
 	if cursor != "" {
@@ -413,10 +418,7 @@ func (p *Page) retryMatching(w http.ResponseWriter, r *http.Request, m Mount) er
 	if err != nil {
 		return p.failErr(w, r, m, storeError(fmt.Sprintf("bulk retry (%d put back before the error)", n), err))
 	}
-	f.Limit = p.PageSize
-	if f.Limit <= 0 {
-		f.Limit = DefaultPageSize
-	}
+	f.Limit = p.pageSize()
 	back := filterValues(f)
 	back.Set("retried", strconv.Itoa(n))
 	http.Redirect(w, r, m.Base+"/?"+back.Encode()+"#deliveries", http.StatusSeeOther)

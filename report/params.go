@@ -79,20 +79,8 @@ var filterParams = []string{"din", "state", "node", "since", "until", "limit", "
 // times such as since=24h.
 func ParseFilter(q url.Values, now time.Time, defaultLimit int, extra ...string) (storage.Filter, error) {
 	f := storage.Filter{Limit: defaultLimit}
-	for name, vals := range q {
-		known := false
-		for _, p := range filterParams {
-			known = known || name == p
-		}
-		for _, p := range extra {
-			known = known || name == p
-		}
-		if !known {
-			return f, badRequest("unknown parameter %q (known: %s)", name, strings.Join(filterParams, ", "))
-		}
-		if len(vals) > 1 {
-			return f, badRequest("parameter %q given %d times", name, len(vals))
-		}
+	if err := checkParams(q, filterParams, extra...); err != nil {
+		return f, err
 	}
 	if v := q.Get("din"); v != "" {
 		if err := storage.CheckDIN(v); err != nil {
@@ -114,29 +102,59 @@ func ParseFilter(q url.Values, now time.Time, defaultLimit int, extra ...string)
 		f.State = st
 	}
 	var err error
-	if f.Since, err = parseTime("since", q.Get("since"), now); err != nil {
+	if f.Since, f.Until, err = parseRange(q, now); err != nil {
 		return f, err
 	}
-	if f.Until, err = parseTime("until", q.Get("until"), now); err != nil {
-		return f, err
+	f.Limit, f.Cursor, err = parsePage(q, f.Limit)
+	return f, err
+}
+
+// checkParams refuses a parameter of q that is not in known or extra, or
+// given twice, so that a typo is not silently ignored.
+func checkParams(q url.Values, known []string, extra ...string) error {
+	for name, vals := range q {
+		if !slices.Contains(known, name) && !slices.Contains(extra, name) {
+			return badRequest("unknown parameter %q (known: %s)", name, strings.Join(known, ", "))
+		}
+		if len(vals) > 1 {
+			return badRequest("parameter %q given %d times", name, len(vals))
+		}
 	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		return f, badRequest("since (%s) must be before until (%s)", fmtTime(f.Since), fmtTime(f.Until))
+	return nil
+}
+
+// parseRange reads since and until (times, or ages such as 24h from now);
+// since must come before until.
+func parseRange(q url.Values, now time.Time) (since, until time.Time, err error) {
+	if since, err = parseTime("since", q.Get("since"), now); err != nil {
+		return since, until, err
 	}
+	if until, err = parseTime("until", q.Get("until"), now); err != nil {
+		return since, until, err
+	}
+	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
+		return since, until, badRequest("since (%s) must be before until (%s)", fmtTime(since), fmtTime(until))
+	}
+	return since, until, nil
+}
+
+// parsePage reads limit (else def) and cursor.
+func parsePage(q url.Values, def int) (limit int, cursor string, err error) {
+	limit = def
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > MaxLimit {
-			return f, badRequest("limit %q: want an integer from 1 to %d", v, MaxLimit)
+			return limit, "", badRequest("limit %q: want an integer from 1 to %d", v, MaxLimit)
 		}
-		f.Limit = n
+		limit = n
 	}
 	if v := q.Get("cursor"); v != "" {
 		if len(v) > 512 {
-			return f, badRequest("cursor: too long")
+			return limit, "", badRequest("cursor: too long")
 		}
-		f.Cursor = v
+		cursor = v
 	}
-	return f, nil
+	return limit, cursor, nil
 }
 
 // timeLayouts are accepted besides RFC 3339; without a zone they are UTC.

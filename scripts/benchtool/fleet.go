@@ -20,18 +20,7 @@ func writeFleet(w io.Writer, byKind map[string][]result, rate string) {
 	}
 	rows := roundRows(byKind["fleet_wrk"], byKind["fleet_rate"], fleetNames)
 	fmt.Fprintln(w, "A fleet (`BENCH_FLEET`): the chain with `queue jetstream` (the copy acknowledged by a quorum of three JetStream servers before the request goes on) beside the single-node chain, in alternation with plain Caddy; both copy to the sink. wrk as above, then the open loop at "+rate+" req/s:")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| server | wrk req/s | ÷ plain (median of rounds) | per round | server CPU µs/req | open loop p50 ms | p99 ms | p99 − plain's |")
-	fmt.Fprintln(w, "|---|---:|---:|---|---:|---:|---:|---:|")
-	for _, p := range fleetNames {
-		r := rows[p.key]
-		if r.wrkRuns == 0 && r.rateRuns == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "| %s | %.0f | %.3f | %s | %.0f | %.2f | %.2f | %+.2f |\n",
-			p.label, r.rps, r.ratio, joinF(r.perRound, "%.3f"), r.cpu, r.p50, r.p99, r.add99)
-	}
-	fmt.Fprintln(w)
+	writeRows(w, rows, fleetNames)
 	var backlog, elapsed float64
 	stuck := 0
 	for _, d := range byKind["fleet_drain"] {

@@ -81,18 +81,7 @@ func writeParts(w io.Writer, byKind map[string][]result, rate string) {
 	}
 	rows := partsRows(byKind)
 	fmt.Fprintln(w, "Where the chain's cost goes (`BENCH_PARTS`): plain Caddy against the chain cut short, in the same alternation; wrk as above, then the open loop at "+rate+" req/s:")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| server | wrk req/s | ÷ plain (median of rounds) | per round | server CPU µs/req | open loop p50 ms | p99 ms | p99 − plain's |")
-	fmt.Fprintln(w, "|---|---:|---:|---|---:|---:|---:|---:|")
-	for _, p := range partNames {
-		r := rows[p.key]
-		if r.wrkRuns == 0 && r.rateRuns == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "| %s | %.0f | %.3f | %s | %.0f | %.2f | %.2f | %+.2f |\n",
-			p.label, r.rps, r.ratio, joinF(r.perRound, "%.3f"), r.cpu, r.p50, r.p99, r.add99)
-	}
-	fmt.Fprintln(w)
+	writeRows(w, rows, partNames)
 	var notes []string
 	if n, c := rows["nolog"], rows["checks"]; n.rateRuns > 0 && c.rateRuns > 0 {
 		var written string
@@ -121,4 +110,20 @@ func roundDiffs(rs []result, a, b string) []float64 {
 		}
 	}
 	return out
+}
+
+// writeRows writes the table of rows, one per server of names that ran.
+func writeRows(w io.Writer, rows map[string]*partsRow, names []struct{ key, label string }) {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| server | wrk req/s | ÷ plain (median of rounds) | per round | server CPU µs/req | open loop p50 ms | p99 ms | p99 − plain's |")
+	fmt.Fprintln(w, "|---|---:|---:|---|---:|---:|---:|---:|")
+	for _, p := range names {
+		r := rows[p.key]
+		if r.wrkRuns == 0 && r.rateRuns == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.3f | %s | %.0f | %.2f | %.2f | %+.2f |\n",
+			p.label, r.rps, r.ratio, joinF(r.perRound, "%.3f"), r.cpu, r.p50, r.p99, r.add99)
+	}
+	fmt.Fprintln(w)
 }

@@ -85,3 +85,22 @@ func TestPartsNotelogNote(t *testing.T) {
 		t.Errorf("report lacks the log's cost:\n%s", out)
 	}
 }
+
+// The fleet table has a row per server that ran, and the JetStream drain.
+func TestFleetTable(t *testing.T) {
+	byKind := map[string][]result{}
+	add := func(r result) { byKind[r.str("kind")] = append(byKind[r.str("kind")], r) }
+	for _, s := range []string{"plain", "one", "js"} {
+		add(partsResult("fleet_wrk", s, 1, 50000, 0))
+		add(partsResult("fleet_rate", s, 1, 8000, 3000))
+	}
+	byKind["fleet_drain"] = []result{{"kind": "fleet_drain", "server": "js", "backlog": 3000.0, "seconds": 2.0, "drained": true}}
+	var b strings.Builder
+	writeFleet(&b, byKind, "1000")
+	out := b.String()
+	for _, want := range []string{"`queue jetstream`: R3", "on its own disk", "drained at 1500 deliveries/s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("fleet table lacks %q:\n%s", want, out)
+		}
+	}
+}
