@@ -27,9 +27,9 @@ import (
 // deliveries in a bucket until retried.
 //
 // A message fetched by this edge is held until Complete; from the start of
-// its attempt (AttemptStarted) to Complete the edge tells JetStream it is still at it,
-// so no other edge attempts it meanwhile. An edge that dies stops telling:
-// after AckWait another edge gets the delivery.
+// its attempt (AttemptStarted) to Complete the edge tells JetStream it is
+// still at it, so no other edge attempts it meanwhile. An edge that dies
+// stops telling: after AckWait another edge gets the delivery.
 type Queue struct {
 	f      *Fleet
 	stream jetstream.Stream
