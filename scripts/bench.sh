@@ -26,6 +26,8 @@
 #   BENCH_PARTS=1       where the chain's cost goes: plain Caddy against the chain
 #                       without secondary_post and the chain whose copies are held
 #                       (destination down, circuit open), same rounds; 0 = skip
+#   BENCH_FLEET=1       queue jetstream (R3, three local NATS servers built from
+#                       the nats-server module) beside the single-node chain; 0 = skip
 #   BENCH_GO=1          also run the Go benchmarks and the storage soak test of
 #                       100k enqueue/deliver cycles (about 2 minutes); 0 = skip
 #   BENCH_DRAIN_N=50000 deliveries in the dedicated drain test; 0 = skip
