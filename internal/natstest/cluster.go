@@ -22,8 +22,10 @@ type Cluster struct {
 }
 
 // readyTimeout is how long a server may take to accept clients, and the
-// cluster to elect its JetStream meta leader, on a loaded machine.
-const readyTimeout = 30 * time.Second
+// cluster to elect its JetStream meta leader, on a loaded machine (30 s
+// was once not enough for a third server beside busy loops and another
+// cluster's end-to-end test). A bound, not a wait.
+const readyTimeout = 90 * time.Second
 
 // Start runs n servers (1 for a single server) and waits until JetStream
 // answers; they are shut down when the test ends.
