@@ -596,7 +596,7 @@ fleet_rounds() {
 	)
 	local -A fpid=([plain]=$pid_plain [one]=$pid_one [js]=$pid_js)
 	local -A fadmin=([one]=$A_ONE [js]=$A_JS)
-	local s r out c0 c1
+	local s r out c0 c1 u0 u1
 	for s in plain one js; do
 		smoke "$s" "${furl[$s]}"
 		"$WRK" -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$TMP/itns.lua" "${furl[$s]}" >/dev/null
@@ -608,9 +608,11 @@ fleet_rounds() {
 		for s in plain one js; do
 			log "fleet round $r/$ROUNDS: $s (${DURATION}s, load $(load1))"
 			c0=$(cpu_ticks "${fpid[$s]}")
+			u0=$(up_requests)
 			out=$("$WRK" -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$TMP/itns.lua" "${furl[$s]}")
+			u1=$(up_requests)
 			c1=$(cpu_ticks "${fpid[$s]}")
-			echo "$out" | $BT tag kind=fleet_wrk server="$s" round="$r" load1="$(load1)" \
+			echo "$out" | $BT tag kind=fleet_wrk server="$s" round="$r" load1="$(load1)" upstream="$((u1 - u0))" \
 				cpu_server_s="$(awk "BEGIN{print ($c1-$c0)/$CLK_TCK}")" >>"$RESULTS"
 			if [ "$s" != plain ]; then
 				$BT drain -admin "127.0.0.1:${fadmin[$s]}" -sink "$SINK_COUNT" -timeout 300s |
