@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"context"
-	"encoding/base64"
 	"fmt"
 	"net/url"
 	"os"
@@ -12,7 +10,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
-	"github.com/postbackedge/caddy-postback/internal/cdp"
 	"github.com/postbackedge/caddy-postback/internal/testutil"
 	"github.com/postbackedge/caddy-postback/report"
 	"github.com/postbackedge/caddy-postback/storage"
@@ -206,35 +203,8 @@ func TestReportNotificationsInBrowser(t *testing.T) {
 	}
 	testutil.WaitFor(t, "the records", 20*time.Second, func() bool { return len(notifications(t, "")) == 3 })
 
-	b, err := cdp.Start(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	page, err := b.NewPage(ctx)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, b.Stderr())
-	}
-	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(reportUser+":"+reportPass))
-	if err := page.SetHeaders(ctx, map[string]string{"Authorization": auth}); err != nil {
-		t.Fatal(err)
-	}
-	eval := func(expr string, out any) {
-		t.Helper()
-		if err := page.Eval(ctx, expr, out); err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-	}
-	step := func(what, expr string) {
-		t.Helper()
-		mark := page.Mark()
-		eval(expr, nil)
-		if err := page.WaitLoaded(ctx, mark); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	rp := openReportPage(t, bin)
+	ctx, page, eval, step := rp.ctx, rp.page, rp.eval, rp.step
 	rows := func(sel string) int {
 		t.Helper()
 		var n int

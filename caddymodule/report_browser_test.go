@@ -15,6 +15,54 @@ import (
 	"github.com/postbackedge/caddy-postback/internal/testutil"
 )
 
+// reportPage is a headless Chromium page that sends the report's basic
+// auth, for the tests that drive the report as an operator does.
+type reportPage struct {
+	t    *testing.T
+	ctx  context.Context
+	page *cdp.Page
+}
+
+// openReportPage starts Chromium (bin) and opens a page; both go when the
+// test ends. Every step is bounded by 90 s in all.
+func openReportPage(t *testing.T, bin string) *reportPage {
+	t.Helper()
+	b, err := cdp.Start(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	page, err := b.NewPage(ctx)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.Stderr())
+	}
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(reportUser+":"+reportPass))
+	if err := page.SetHeaders(ctx, map[string]string{"Authorization": auth}); err != nil {
+		t.Fatal(err)
+	}
+	return &reportPage{t: t, ctx: ctx, page: page}
+}
+
+// eval runs expr in the page, its value into out (nil: none).
+func (p *reportPage) eval(expr string, out any) {
+	p.t.Helper()
+	if err := p.page.Eval(p.ctx, expr, out); err != nil {
+		p.t.Fatalf("%s: %v", expr, err)
+	}
+}
+
+// step runs expr and waits for the page it leads to.
+func (p *reportPage) step(what, expr string) {
+	p.t.Helper()
+	mark := p.page.Mark()
+	p.eval(expr, nil)
+	if err := p.page.WaitLoaded(p.ctx, mark); err != nil {
+		p.t.Fatalf("%s: %v", what, err)
+	}
+}
+
 // The report page driven in headless Chromium as an operator uses it:
 // the failed deliveries filtered, then a cross-site page that posts a
 // bulk retry with the operator's credentials (the browser sends Basic auth
@@ -53,27 +101,8 @@ func TestReportBulkRetryInBrowser(t *testing.T) {
 	}))
 	defer evil.Close()
 
-	b, err := cdp.Start(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	page, err := b.NewPage(ctx)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, b.Stderr())
-	}
-	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(reportUser+":"+reportPass))
-	if err := page.SetHeaders(ctx, map[string]string{"Authorization": auth}); err != nil {
-		t.Fatal(err)
-	}
-	eval := func(expr string, out any) {
-		t.Helper()
-		if err := page.Eval(ctx, expr, out); err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-	}
+	rp := openReportPage(t, bin)
+	ctx, page, eval := rp.ctx, rp.page, rp.eval
 
 	// The list filtered to failed deliveries, as the filter form does.
 	if err := page.Navigate(ctx, reportBase+"/"); err != nil {
