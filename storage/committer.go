@@ -197,6 +197,7 @@ type wtx struct {
 
 	counters map[string]*dinCounters // deltas (counts) and latest times
 	hours    map[string]*hourDelta
+	after    []func() // run once the transaction has committed (countersMu held)
 
 	cur staged // the op being applied
 }
@@ -219,6 +220,7 @@ type staged struct {
 	counters    map[string]*dinCounters
 	hours       map[string]*hourDelta
 	hints       []hintKey
+	after       []func()
 }
 
 // write is one staged Set (e) or Delete (key).
@@ -292,6 +294,7 @@ func (w *wtx) accept() {
 	for _, h := range w.cur.hints {
 		w.s.due.lower(h.prefix, h.key)
 	}
+	w.after = append(w.after, w.cur.after...)
 	w.drop()
 }
 
@@ -370,6 +373,11 @@ func (w *wtx) commit() error {
 		cc := c
 		w.s.counters[din] = &cc
 	}
+	// Under the same lock as the counters, so that Stats never sees a
+	// delivery both in the journal's table and in Badger's counts.
+	for _, f := range w.after {
+		f()
+	}
 	w.s.countersMu.Unlock()
 	return nil
 }
@@ -419,6 +427,9 @@ func (w *wtx) del(key []byte) {
 	w.cur.size += w.entryCost(key, 0)
 	w.cur.count++
 }
+
+// afterCommit runs f once the transaction holding the op has committed.
+func (w *wtx) afterCommit(f func()) { w.cur.after = append(w.cur.after, f) }
 
 // hint records an inserted index key so that scans never seek past it.
 func (w *wtx) hint(prefix []byte, key []byte) {

@@ -11,7 +11,7 @@ import (
 
 // The insert is staged and committed while the scan reads its snapshot.
 func TestHintKeepsInsertCommittedDuringScan(t *testing.T) {
-	s := openQueue(t, Options{})
+	s := openQueue(t, Options{noJournal: true}) // the due index of Badger's queue
 	fired := false
 	s.due.afterSnapshot = func() {
 		if fired {
@@ -35,7 +35,7 @@ func TestHintKeepsInsertCommittedDuringScan(t *testing.T) {
 // The insert is staged before the scan starts and commits after its
 // snapshot was taken.
 func TestHintKeepsInsertInFlightAtScanStart(t *testing.T) {
-	s := openQueue(t, Options{})
+	s := openQueue(t, Options{noJournal: true}) // the due index of Badger's queue
 	staged := make(chan struct{})
 	scanned := make(chan struct{})
 	s.beforeCommit = func() {

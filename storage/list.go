@@ -78,6 +78,7 @@ func (s *Store) List(f Filter) (items []Delivery, nextCursor string, err error) 
 		seek = append(append([]byte(nil), prefix...), t[:]...)
 	}
 
+	fresh := s.freshListed(f, after) // before Badger: see freshreads.go
 	err = s.read(func() error {
 		return s.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true, PrefetchValues: false})
@@ -127,6 +128,7 @@ func (s *Store) List(f Filter) (items []Delivery, nextCursor string, err error) 
 	if err != nil {
 		return nil, "", fmt.Errorf("list: %w", err)
 	}
+	items, nextCursor = mergeList(items, nextCursor, fresh, limit)
 	return items, nextCursor, nil
 }
 

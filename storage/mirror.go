@@ -34,32 +34,7 @@ type mirrorOp struct {
 
 func (o *mirrorOp) apply(w *wtx) (any, error) {
 	d, now := o.d, w.s.now()
-	var hc hourCounts
-	attempted := !isZeroAttempt(o.a)
-	if attempted {
-		hc.Attempts = 1
-		if attemptOK(o.a) {
-			hc.Successes = 1
-			w.success(d.DIN, o.a.At)
-		} else {
-			w.failure(d.DIN, o.a.At, attemptErrorText(o.a))
-		}
-	}
-	if o.outErr != "" {
-		text := o.outErr
-		if attempted && !attemptOK(o.a) {
-			text = attemptErrorText(o.a) + "; " + text
-		}
-		w.failure(d.DIN, now, text)
-	}
-	switch d.State {
-	case StateDelivered:
-		hc.Delivered = 1
-	case StateSpooled:
-		hc.Spooled = 1
-	case StateFailed:
-		hc.Failed = 1
-	}
+	w.countOutcome(&d, o.a, !isZeroAttempt(o.a), o.outErr, now)
 	if d.State == StateDelivered || d.State == StateSpooled || d.State == StateFailed {
 		// A delivery failed here, retried, and ended here again has a
 		// record already: it moves from its old state.
@@ -73,13 +48,6 @@ func (o *mirrorOp) apply(w *wtx) (any, error) {
 		d.HasPayload = false // the payload is the queue's, never copied here
 		w.set(deliveryKey(o.id), encodeRecord(&d))
 		w.countState(d.DIN, d.State, 1)
-	}
-	if hc != (hourCounts{}) {
-		at := now
-		if attempted {
-			at = o.a.At
-		}
-		w.hourly(d.DIN, at, hc)
 	}
 	return nil, nil
 }

@@ -8,10 +8,10 @@ import (
 )
 
 // Enqueue writes one pending delivery per item, due now (held, with
-// NewDelivery.Held: see Release), and returns once the
-// group commit holding them is synced to disk. The items of one call are
-// written atomically. When ctx ends first its error is returned and the
-// deliveries may still be written.
+// NewDelivery.Held: see Release), and returns once the group commit holding
+// them is synced to disk: pending ones in the journal (journaled.go), held
+// ones in Badger. The items of one call are written atomically. When ctx
+// ends first its error is returned and the deliveries may still be written.
 func (s *Store) Enqueue(ctx context.Context, items []NewDelivery) ([]Delivery, error) {
 	if len(items) == 0 {
 		return nil, nil
@@ -26,11 +26,23 @@ func (s *Store) Enqueue(ctx context.Context, items []NewDelivery) ([]Delivery, e
 			return nil, fmt.Errorf("enqueue: payload of %d bytes is too large", len(it.Payload))
 		}
 	}
+	if s.journal != nil && !anyHeld(items) {
+		return s.enqueueJournaled(ctx, items)
+	}
 	res, err := s.submit(ctx, &enqueueOp{items: items})
 	if err != nil {
 		return nil, fmt.Errorf("enqueue: %w", err)
 	}
 	return res.([]Delivery), nil
+}
+
+func anyHeld(items []NewDelivery) bool {
+	for _, it := range items {
+		if it.Held {
+			return true
+		}
+	}
+	return false
 }
 
 type enqueueOp struct{ items []NewDelivery }
@@ -81,8 +93,11 @@ func NewRecord(it NewDelivery, now time.Time) Delivery {
 }
 
 // nextID issues ids in strictly increasing order, even if the clock steps
-// back (lastNs is loaded from the newest record at Open). Committer only.
+// back (lastNs is loaded from the newest record and journal entry at Open),
+// to the committer and the journal's enqueues alike.
 func (s *Store) nextID(now time.Time) id {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
 	ns := now.UnixNano()
 	if ns <= s.lastNs {
 		ns = s.lastNs + 1
@@ -122,6 +137,15 @@ func (s *Store) Complete(id string, a Attempt, out Outcome) (Delivery, error) {
 	if !out.State.outcome() {
 		return Delivery{}, fmt.Errorf("complete %s: invalid outcome state %q", id, out.State)
 	}
+	if s.fresh != nil {
+		d, found, err := s.completeFresh(i, a, out)
+		switch {
+		case found && err != nil:
+			return Delivery{}, fmt.Errorf("complete %s: %w", id, err)
+		case found:
+			return d, nil
+		}
+	}
 	res, err := s.submitLazy(&completeOp{id: i, a: a, out: out})
 	if err != nil {
 		return Delivery{}, fmt.Errorf("complete %s: %w", id, err)
@@ -159,6 +183,28 @@ func (o *completeOp) apply(w *wtx) (any, error) {
 	now := w.s.now()
 	oldNext := d.NextAttempt
 	a, attempted := ApplyOutcome(&d, o.a, o.out, now)
+	w.countOutcome(&d, a, attempted, o.out.Error, now)
+	w.del(dueKey(d.DIN, oldNext, o.id))
+	switch d.State {
+	case StatePending:
+		w.insertDue(d.DIN, d.NextAttempt, o.id)
+	case StateDelivered, StateSpooled:
+		w.del(payloadKey(o.id))
+	}
+	w.set(deliveryKey(o.id), encodeRecord(&d))
+	if d.State != StatePending {
+		w.countState(d.DIN, StatePending, -1)
+		w.countState(d.DIN, d.State, 1)
+	}
+	return d, nil
+}
+
+// countOutcome counts what an attempt a (none unless attempted) and its
+// outcome did to d, now in its new state: the attempt and its success or
+// failure, the outcome's own error (outErr) as the destination's last error,
+// and a final state, in din's counters and hourly bucket. It is the one home
+// of those counts, for a completion here, a mirrored one and an absorbed one.
+func (w *wtx) countOutcome(d *Delivery, a Attempt, attempted bool, outErr string, now time.Time) {
 	var hc hourCounts
 	if attempted {
 		hc.Attempts = 1
@@ -169,33 +215,22 @@ func (o *completeOp) apply(w *wtx) (any, error) {
 			w.failure(d.DIN, a.At, attemptErrorText(a))
 		}
 	}
-	if o.out.Error != "" {
+	if outErr != "" {
 		// Keep the cause beside the outcome ("HTTP 503; retry schedule
 		// exhausted…"): the destination's last error must say what failed.
-		text := o.out.Error
+		text := outErr
 		if attempted && !attemptOK(a) {
 			text = attemptErrorText(a) + "; " + text
 		}
 		w.failure(d.DIN, now, text)
 	}
-	w.del(dueKey(d.DIN, oldNext, o.id))
 	switch d.State {
-	case StatePending:
-		w.insertDue(d.DIN, d.NextAttempt, o.id)
-	case StateDelivered, StateSpooled:
-		if d.State == StateSpooled {
-			hc.Spooled = 1
-		} else {
-			hc.Delivered = 1
-		}
-		w.del(payloadKey(o.id))
+	case StateDelivered:
+		hc.Delivered = 1
+	case StateSpooled:
+		hc.Spooled = 1
 	case StateFailed:
 		hc.Failed = 1
-	}
-	w.set(deliveryKey(o.id), encodeRecord(&d))
-	if d.State != StatePending {
-		w.countState(d.DIN, StatePending, -1)
-		w.countState(d.DIN, d.State, 1)
 	}
 	if hc != (hourCounts{}) {
 		at := now
@@ -204,7 +239,6 @@ func (o *completeOp) apply(w *wtx) (any, error) {
 		}
 		w.hourly(d.DIN, at, hc)
 	}
-	return d, nil
 }
 
 // ApplyOutcome is the one rule of what an attempt and its outcome do to a
@@ -258,6 +292,17 @@ func (s *Store) Retry(id string, now time.Time) (Delivery, error) {
 	i, ok := parseID(id)
 	if !ok {
 		return Delivery{}, fmt.Errorf("retry %q: %w", id, ErrNotFound)
+	}
+	if s.fresh != nil {
+		err := s.read(func() error {
+			if _, ok := s.fresh.get(i); ok {
+				return fmt.Errorf("delivery is pending: %w", ErrConflict)
+			}
+			return nil
+		})
+		if err != nil {
+			return Delivery{}, fmt.Errorf("retry %s: %w", id, err)
+		}
 	}
 	res, err := s.submit(context.Background(), &retryOp{id: i, now: norm(now)})
 	if err != nil {

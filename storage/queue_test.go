@@ -321,7 +321,8 @@ func TestEnqueueContextAndValidation(t *testing.T) {
 // Badger's transaction limit and must be split, and one Enqueue larger than a
 // whole transaction is refused without disturbing the others.
 func TestBatchSplitting(t *testing.T) {
-	s := openQueue(t, Options{MemTableSize: 1 << 20, ValueThreshold: 1 << 20}) // max txn ≈ 157 KB
+	// Badger's path (held deliveries, and every Enqueue before the journal).
+	s := openQueue(t, Options{MemTableSize: 1 << 20, ValueThreshold: 1 << 20, noJournal: true}) // max txn ≈ 157 KB
 	payload := make([]byte, 8<<10)
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
@@ -355,7 +356,7 @@ func TestBatchSplitting(t *testing.T) {
 // A completion waits (up to LazyDelay) for an enqueue and shares its synced
 // commit; alone, it still commits once the delay is over.
 func TestLazyCompletionSharesEnqueueCommit(t *testing.T) {
-	s := openQueue(t, Options{LazyDelay: 10 * time.Second})
+	s := openQueue(t, Options{LazyDelay: 10 * time.Second, noJournal: true})
 	ctx := context.Background()
 	ds, err := s.Enqueue(ctx, []NewDelivery{{DIN: "1001", Payload: []byte("a=1")}})
 	if err != nil {
@@ -392,7 +393,7 @@ func TestLazyCompletionSharesEnqueueCommit(t *testing.T) {
 	}
 
 	// Alone, a completion is committed after the delay.
-	s2 := openQueue(t, Options{LazyDelay: 20 * time.Millisecond})
+	s2 := openQueue(t, Options{LazyDelay: 20 * time.Millisecond, noJournal: true})
 	ds2, err := s2.Enqueue(ctx, []NewDelivery{{DIN: "1001", Payload: []byte("c=3")}})
 	if err != nil {
 		t.Fatal(err)

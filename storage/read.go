@@ -17,6 +17,12 @@ func (s *Store) Get(id string) (Delivery, error) {
 	}
 	var d Delivery
 	err := s.read(func() error {
+		if s.fresh != nil {
+			var ok bool
+			if d, ok = s.fresh.get(i); ok {
+				return nil
+			}
+		}
 		return s.db.View(func(txn *badger.Txn) error {
 			var err error
 			d, err = getRecord(txn, i)
@@ -59,6 +65,12 @@ func (s *Store) Payload(id string) ([]byte, error) {
 	}
 	var p []byte
 	err := s.read(func() error {
+		if s.fresh != nil {
+			var ok bool
+			if p, ok = s.fresh.payload(i); ok {
+				return nil
+			}
+		}
 		return s.db.View(func(txn *badger.Txn) error {
 			item, err := txn.Get(payloadKey(i))
 			if errors.Is(err, badger.ErrKeyNotFound) {
@@ -84,8 +96,14 @@ func (s *Store) Due(din string, now time.Time, limit int) ([]Delivery, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	var out []Delivery
+	var fresh, out []Delivery
 	err := s.read(func() error {
+		if s.fresh != nil {
+			fresh = s.fresh.due(din, now, limit)
+			if !s.storedPending(din) {
+				return nil
+			}
+		}
 		prefix := dinPrefix(pfxDue, din)
 		return s.scanIndex(prefix, dueEnd(din), func(txn *badger.Txn, k []byte) (bool, error) {
 			next, i, ok := parseDueKey(k, len(prefix))
@@ -110,7 +128,7 @@ func (s *Store) Due(din string, now time.Time, limit int) ([]Delivery, error) {
 	if err != nil {
 		return nil, fmt.Errorf("due %s: %w", din, err)
 	}
-	return out, nil
+	return mergeDue(fresh, out, limit), nil
 }
 
 // firstDue returns the next attempt time and id at the head of din's due index.
@@ -139,16 +157,27 @@ func (s *Store) NextDue(din string) (time.Time, bool) {
 		next  time.Time
 		found bool
 	)
+	var stored time.Time
+	var inStore bool
 	err := s.read(func() error {
+		if s.fresh != nil {
+			next, _, found = s.fresh.first(din)
+			if !s.storedPending(din) {
+				return nil
+			}
+		}
 		var err error
-		next, _, found, err = s.firstDue(din)
+		stored, _, inStore, err = s.firstDue(din)
 		return err
 	})
 	if err != nil {
 		if !errors.Is(err, ErrClosed) {
 			s.log.Warn("reading the due index failed", "din", din, "error", err)
 		}
-		return time.Time{}, false
+		return next, found
+	}
+	if inStore && (!found || stored.Before(next)) {
+		next, found = stored, true
 	}
 	return next, found
 }
@@ -163,6 +192,13 @@ func (s *Store) PendingDINs() ([]string, error) {
 	for din, c := range s.counters {
 		if c.Pending > 0 {
 			dins = append(dins, din)
+		}
+	}
+	if s.fresh != nil {
+		for din := range s.fresh.counts() {
+			if c := s.counters[din]; c == nil || c.Pending <= 0 {
+				dins = append(dins, din)
+			}
 		}
 	}
 	s.countersMu.Unlock()

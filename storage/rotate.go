@@ -38,6 +38,12 @@ func RotateKey(dir string, oldKey, newKey []byte) error {
 		return fmt.Errorf("rotate key %s: open key registry: %w", dir, err)
 	}
 	defer kr.Close()
+	// The journal's data key is wrapped by the store key too
+	// (journalkey.go); it goes first, and a rotation run again after a
+	// failure finds it done.
+	if err := rotateJournalKey(dir, oldKey, newKey); err != nil {
+		return fmt.Errorf("rotate key %s: %w", dir, err)
+	}
 	opt.EncryptionKey = newKey
 	if err := badger.WriteKeyRegistry(kr, opt); err != nil {
 		return fmt.Errorf("rotate key %s: write key registry: %w", dir, err)

@@ -30,6 +30,13 @@ func (s *Store) Stats() (map[string]DINStats, error) {
 				LastErrorText: c.LastErrorText,
 			}
 		}
+		if s.fresh != nil {
+			for din, n := range s.fresh.counts() {
+				st := out[din]
+				st.Pending += n
+				out[din] = st
+			}
+		}
 		s.countersMu.Unlock()
 		for din, st := range out {
 			if st.Pending == 0 {
@@ -41,8 +48,9 @@ func (s *Store) Stats() (map[string]DINStats, error) {
 			}
 			if found {
 				st.OldestPending = first.time()
-				out[din] = st
 			}
+			st.OldestPending = s.freshOldest(din, st.OldestPending)
+			out[din] = st
 		}
 		return nil
 	})

@@ -54,6 +54,23 @@ type Options struct {
 	// Clock replaces time.Now (tests).
 	Clock func() time.Time
 
+	// The journal (journaled.go): JournalSegmentSize is the size of one of
+	// its segment files (default 16 MiB). FreshCount and FreshBytes bound
+	// the deliveries it holds in memory until Badger has them (defaults
+	// 16384 and 16 MiB of payload); FreshAge is how long one may wait there
+	// for its first attempt before it is moved into Badger (default 5 s).
+	// AbsorbDelay is how long a completion may wait for others to share its
+	// write into Badger (default 10 ms).
+	JournalSegmentSize int
+	FreshCount         int
+	FreshBytes         int
+	FreshAge           time.Duration
+	AbsorbDelay        time.Duration
+
+	// noJournal makes Enqueue write Badger, synced, as before the journal
+	// (benchmarks and the tests that compare the two).
+	noJournal bool
+
 	// syncPerBatch selects SyncWrites=false plus one db.Sync per group commit
 	// instead of Badger's SyncWrites. It measured no faster (docs/performance-history.md) and
 	// leaves a window in which a concurrent value-log GC write could rotate
@@ -117,6 +134,21 @@ func (o *Options) setDefaults() {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
+	if o.JournalSegmentSize <= 0 {
+		o.JournalSegmentSize = defaultJournalSegment
+	}
+	if o.FreshCount <= 0 {
+		o.FreshCount = defaultFreshCount
+	}
+	if o.FreshBytes <= 0 {
+		o.FreshBytes = defaultFreshBytes
+	}
+	if o.FreshAge <= 0 {
+		o.FreshAge = defaultFreshAge
+	}
+	if o.AbsorbDelay <= 0 {
+		o.AbsorbDelay = defaultAbsorbDelay
+	}
 }
 
 // Store is the durable delivery queue. All mutations go through one committer
@@ -136,8 +168,25 @@ type Store struct {
 	// maxSize/maxCount bound one Badger transaction (Badger's own limits).
 	maxSize, maxCount int64
 
-	// lastNs is the time part of the last id issued (committer only).
+	// lastNs is the time part of the last id issued (idMu).
+	idMu   sync.Mutex
 	lastNs int64
+
+	// The journal (journaled.go); nil with noJournal. jops feeds its
+	// appender, absorbs its absorber; jnext is the index after the last
+	// entry handed to fresh; released is how far its head was released
+	// (journalLoop only).
+	journal   *journal
+	fresh     *freshTable
+	jops      chan *jpending
+	absorbs   chan *absorbReq
+	jnext     atomic.Uint64
+	released  uint64
+	spillKick chan struct{}
+	bgstop    chan struct{}
+	jdone     chan struct{} // closed when the appender has exited
+	adone     chan struct{} // … the absorber
+	bgdone    chan struct{} // … the journal's maintenance
 
 	// countersMu guards counters, which change only when a batch commits.
 	countersMu sync.Mutex
@@ -223,9 +272,50 @@ func Open(opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s.tightenPerms()
 	go s.commitLoop()
+	if !opts.noJournal {
+		if err := s.openJournal(); err != nil {
+			s.closeBadger()
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
+	}
+	s.tightenPerms()
 	return s, nil
+}
+
+// openJournal opens the journal, replays what Badger does not hold, and
+// starts the journal's goroutines.
+func (s *Store) openJournal() error {
+	j, err := openJournal(journalPath(s.opts.Dir), s.opts.EncryptionKey, s.opts.JournalSegmentSize, s.log)
+	if err != nil {
+		return err
+	}
+	s.journal = j
+	s.fresh = newFreshTable(s.opts.FreshCount, s.opts.FreshBytes)
+	n, err := s.replayJournal()
+	if err != nil {
+		j.close()
+		return err
+	}
+	if n > 0 {
+		s.log.Info("journal replayed: deliveries whose outcome was not recorded are pending again", "count", n)
+	}
+	first, _, err := j.bounds()
+	if err != nil {
+		j.close()
+		return fmt.Errorf("journal: %w", err)
+	}
+	s.released = first
+	s.jnext.Store(j.next)
+	s.jops = make(chan *jpending, s.opts.MaxBatch)
+	s.absorbs = make(chan *absorbReq, absorbMax)
+	s.spillKick = make(chan struct{}, 1)
+	s.bgstop = make(chan struct{})
+	s.jdone, s.adone, s.bgdone = make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go s.appendLoop()
+	go s.absorbLoop()
+	go s.journalLoop()
+	return nil
 }
 
 // load reads what Open needs: the schema version, the per-DIN counters and the
@@ -316,15 +406,38 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.closed = true
-	close(s.ops)
+	if s.journal != nil {
+		close(s.jops)
+		close(s.absorbs)
+		close(s.bgstop)
+	}
 	s.closeMu.Unlock()
-	<-s.done
-	err := s.db.Close()
+	var jerr error
+	if s.journal != nil {
+		// The appender finishes the groups already sent (they are durable
+		// in the journal); what the absorber and the spill had not written
+		// fails with ErrClosed and stays in the journal for the next Open.
+		<-s.jdone
+		<-s.adone
+		<-s.bgdone
+		jerr = s.journal.close()
+	}
+	err := s.closeBadger()
 	s.tightenPerms()
-	if err != nil {
+	if err := errors.Join(jerr, err); err != nil {
 		return fmt.Errorf("close store %s: %w", s.opts.Dir, err)
 	}
 	return nil
+}
+
+// closeBadger stops the committer and closes Badger; closed is set.
+func (s *Store) closeBadger() error {
+	s.closeMu.Lock()
+	s.closed = true
+	close(s.ops)
+	s.closeMu.Unlock()
+	<-s.done
+	return s.db.Close()
 }
 
 // read runs f unless the store is closed, keeping Close out meanwhile.

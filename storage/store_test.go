@@ -253,3 +253,20 @@ func TestFileModes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// waitFresh waits until the journal's table holds at most n deliveries (the
+// spill runs every spillEvery).
+func waitFresh(t testing.TB, s *Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, _ := s.fresh.len()
+		if got <= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the journal's table still holds %d deliveries, want at most %d", got, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

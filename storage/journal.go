@@ -1,0 +1,152 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+)
+
+// The journal is the request path's durability point (docs/journal.md): each
+// new delivery is appended, record and payload, as one entry of a
+// write-ahead log, and a group of them is made durable by one fsync. The
+// segment files, their checksums, the cutting of a torn tail and the release
+// of whole segments from the head are hashicorp/raft-wal's; the entries are
+// ours (journalframe.go), sealed with a journal key that the store key wraps
+// (journalkey.go).
+
+// journalDir is the journal's folder inside the store folder.
+const journalDir = "journal"
+
+// defaultJournalSegment is the size of one segment file: at 1,000
+// notifications of 1 KiB a second, one segment every ~15 s, released as soon
+// as all of its deliveries are in Badger.
+const defaultJournalSegment = 16 << 20
+
+type journal struct {
+	w    *wal.WAL
+	meta *metadb.BoltMetaDB // ours to close: WAL.Close leaves it open (and locked)
+	seal *sealer            // nil: entries in clear (a store without encryption_key)
+	dir  string
+	// next is the index the next entry gets (the appender's alone once
+	// the store is open).
+	next uint64
+}
+
+// openJournal opens (or creates) the journal in dir. key is the store's
+// encryption key (nil: none).
+func openJournal(dir string, key []byte, segment int, log *slog.Logger) (*journal, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", dir, err)
+	}
+	seal, err := loadJournalKey(dir, key)
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", dir, err)
+	}
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(dir,
+		wal.WithMetaStore(meta),
+		wal.WithSegmentSize(segment),
+		wal.WithLogger(hclog.New(&hclog.LoggerOptions{
+			Name:   "journal",
+			Level:  hclog.Warn,
+			Output: slogWriter{log},
+		})))
+	if err != nil {
+		meta.Close()
+		return nil, fmt.Errorf("open journal %s: %w", dir, err)
+	}
+	j := &journal{w: w, meta: meta, seal: seal, dir: dir}
+	last, err := w.LastIndex()
+	if err != nil {
+		j.close()
+		return nil, fmt.Errorf("open journal %s: %w", dir, err)
+	}
+	j.next = last + 1
+	return j, nil
+}
+
+// append writes entries (already framed) as the next indexes and makes them
+// durable with one fsync; it returns the index of the first.
+func (j *journal) append(entries [][]byte) (uint64, error) {
+	first := j.next
+	logs := make([]*raft.Log, len(entries))
+	for n, e := range entries {
+		logs[n] = &raft.Log{Index: first + uint64(n), Type: raft.LogCommand, Data: e}
+	}
+	if err := j.w.StoreLogs(logs); err != nil {
+		return 0, fmt.Errorf("journal append: %w", err)
+	}
+	j.next = first + uint64(len(entries))
+	return first, nil
+}
+
+// bounds returns the first and last index held (0, 0 when empty).
+func (j *journal) bounds() (first, last uint64, err error) {
+	if first, err = j.w.FirstIndex(); err != nil {
+		return 0, 0, err
+	}
+	if last, err = j.w.LastIndex(); err != nil {
+		return 0, 0, err
+	}
+	return first, last, nil
+}
+
+// read returns the entry at index.
+func (j *journal) read(index uint64) ([]byte, error) {
+	var l raft.Log
+	if err := j.w.GetLog(index, &l); err != nil {
+		return nil, fmt.Errorf("journal read %d: %w", index, err)
+	}
+	return l.Data, nil
+}
+
+// release drops the entries before index from the head: the segments that
+// hold only such entries are deleted. The last entry is always kept, so that
+// the next append continues the same sequence of indexes.
+func (j *journal) release(before uint64) error {
+	first, last, err := j.bounds()
+	if err != nil || last == 0 {
+		return err
+	}
+	upTo := min(before-1, last-1)
+	if before == 0 || upTo < first {
+		return nil
+	}
+	if err := j.w.DeleteRange(first, upTo); err != nil {
+		return fmt.Errorf("journal release up to %d: %w", upTo, err)
+	}
+	return nil
+}
+
+func (j *journal) close() error { return errors.Join(j.w.Close(), j.meta.Close()) }
+
+// slogWriter passes raft-wal's log lines (warnings and errors only) to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (s slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if strings.Contains(line, "[ERROR]") {
+		s.l.Error(line, "component", "journal")
+	} else {
+		s.l.Warn(line, "component", "journal")
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}
+
+// errJournalEntry marks an entry that cannot be read back: not a torn tail
+// (raft-wal cuts those), but an entry whose seal or layout is wrong.
+var errJournalEntry = errors.New("unreadable journal entry")
+
+// journalPath is where the journal of the store in dir lives.
+func journalPath(dir string) string { return filepath.Join(dir, journalDir) }
