@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -32,13 +33,19 @@ const journalDir = "journal"
 const defaultJournalSegment = 16 << 20
 
 type journal struct {
+	seal    *sealer // nil: entries in clear (a store without encryption_key)
+	dir     string
+	segment int
+	log     *slog.Logger
+
+	// mu guards the WAL against a reopen (recover) under a reader.
+	mu   sync.Mutex
 	w    *wal.WAL
 	meta *metadb.BoltMetaDB // ours to close: WAL.Close leaves it open (and locked)
-	seal *sealer            // nil: entries in clear (a store without encryption_key)
-	dir  string
-	// next is the index the next entry gets (the appender's alone once
-	// the store is open).
-	next uint64
+	// next is the index the next entry gets; broken is set by a failed
+	// append, so that the next one reopens the WAL first.
+	next   uint64
+	broken bool
 }
 
 // openJournal opens (or creates) the journal in dir. key is the store's
@@ -51,21 +58,11 @@ func openJournal(dir string, key []byte, segment int, log *slog.Logger) (*journa
 	if err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", dir, err)
 	}
-	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(dir,
-		wal.WithMetaStore(meta),
-		wal.WithSegmentSize(segment),
-		wal.WithLogger(hclog.New(&hclog.LoggerOptions{
-			Name:   "journal",
-			Level:  hclog.Warn,
-			Output: slogWriter{log},
-		})))
-	if err != nil {
-		meta.Close()
+	j := &journal{seal: seal, dir: dir, segment: segment, log: log}
+	if err := j.openWAL(); err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", dir, err)
 	}
-	j := &journal{w: w, meta: meta, seal: seal, dir: dir}
-	last, err := w.LastIndex()
+	last, err := j.w.LastIndex()
 	if err != nil {
 		j.close()
 		return nil, fmt.Errorf("open journal %s: %w", dir, err)
@@ -74,23 +71,77 @@ func openJournal(dir string, key []byte, segment int, log *slog.Logger) (*journa
 	return j, nil
 }
 
+func (j *journal) openWAL() error {
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(j.dir,
+		wal.WithMetaStore(meta),
+		wal.WithSegmentSize(j.segment),
+		wal.WithLogger(hclog.New(&hclog.LoggerOptions{
+			Name:   "journal",
+			Level:  hclog.Warn,
+			Output: slogWriter{j.log},
+		})))
+	if err != nil {
+		meta.Close()
+		return err
+	}
+	j.w, j.meta = w, meta
+	return nil
+}
+
 // append writes entries (already framed) as the next indexes and makes them
-// durable with one fsync; it returns the index of the first.
+// durable with one fsync; it returns the index of the first. After an error
+// none of them counts as written: the next append first reopens the WAL and
+// cuts whatever of them reached the file (recover).
 func (j *journal) append(entries [][]byte) (uint64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.broken {
+		if err := j.recover(); err != nil {
+			return 0, fmt.Errorf("journal append: reopening after an earlier failure: %w", err)
+		}
+	}
 	first := j.next
 	logs := make([]*raft.Log, len(entries))
 	for n, e := range entries {
 		logs[n] = &raft.Log{Index: first + uint64(n), Type: raft.LogCommand, Data: e}
 	}
 	if err := j.w.StoreLogs(logs); err != nil {
+		j.broken = true
 		return 0, fmt.Errorf("journal append: %w", err)
 	}
 	j.next = first + uint64(len(entries))
 	return first, nil
 }
 
+// recover reopens the WAL (raft-wal leaves a segment it could not rotate,
+// on a full disk for one, sealed for good) and truncates entries from a
+// failed append, so that an Enqueue answered with an error is never
+// replayed. j.mu is held.
+func (j *journal) recover() error {
+	_ = j.w.Close()
+	_ = j.meta.Close()
+	if err := j.openWAL(); err != nil {
+		return err
+	}
+	last, err := j.w.LastIndex()
+	if err != nil {
+		return err
+	}
+	if last >= j.next {
+		if err := j.w.DeleteRange(j.next, last); err != nil {
+			return fmt.Errorf("cut the failed append (%d to %d): %w", j.next, last, err)
+		}
+	}
+	j.broken = false
+	j.log.Info("journal reopened after a failed append", "next_index", j.next)
+	return nil
+}
+
 // bounds returns the first and last index held (0, 0 when empty).
 func (j *journal) bounds() (first, last uint64, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	if first, err = j.w.FirstIndex(); err != nil {
 		return 0, 0, err
 	}
@@ -102,6 +153,8 @@ func (j *journal) bounds() (first, last uint64, err error) {
 
 // read returns the entry at index.
 func (j *journal) read(index uint64) ([]byte, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	var l raft.Log
 	if err := j.w.GetLog(index, &l); err != nil {
 		return nil, fmt.Errorf("journal read %d: %w", index, err)
@@ -110,15 +163,18 @@ func (j *journal) read(index uint64) ([]byte, error) {
 }
 
 // release drops the entries before index from the head: the segments that
-// hold only such entries are deleted. The last entry is always kept, so that
-// the next append continues the same sequence of indexes.
+// hold only such entries are deleted. Releasing every entry deletes the tail
+// segment too (raft-wal starts an empty one), so that an idle edge keeps no
+// payload of a delivery that is done.
 func (j *journal) release(before uint64) error {
 	first, last, err := j.bounds()
-	if err != nil || last == 0 {
+	if err != nil || last == 0 || before == 0 {
 		return err
 	}
-	upTo := min(before-1, last-1)
-	if before == 0 || upTo < first {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	upTo := min(before-1, last)
+	if upTo < first {
 		return nil
 	}
 	if err := j.w.DeleteRange(first, upTo); err != nil {
@@ -127,7 +183,11 @@ func (j *journal) release(before uint64) error {
 	return nil
 }
 
-func (j *journal) close() error { return errors.Join(j.w.Close(), j.meta.Close()) }
+func (j *journal) close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return errors.Join(j.w.Close(), j.meta.Close())
+}
 
 // slogWriter passes raft-wal's log lines (warnings and errors only) to slog.
 type slogWriter struct{ l *slog.Logger }

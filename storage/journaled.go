@@ -281,7 +281,7 @@ func (s *Store) journalLoop() {
 	defer close(s.bgdone)
 	spill := time.NewTicker(spillEvery)
 	defer spill.Stop()
-	release := time.NewTicker(releaseEvery)
+	release := time.NewTicker(s.opts.releaseEvery)
 	defer release.Stop()
 	for {
 		select {
@@ -359,6 +359,7 @@ func (s *Store) replayJournal() (int, error) {
 		return 0, nil
 	}
 	var entries []*freshEntry
+	seen := map[id]bool{}
 	err = s.db.View(func(txn *badger.Txn) error {
 		for idx := first; idx <= last; idx++ {
 			b, err := s.journal.read(idx)
@@ -372,6 +373,10 @@ func (s *Store) replayJournal() (int, error) {
 			if ns := j.id.time().UnixNano(); ns > s.lastNs {
 				s.lastNs = ns
 			}
+			if seen[j.id] {
+				continue // the first entry of an id is the one that counts
+			}
+			seen[j.id] = true
 			_, err = txn.Get(deliveryKey(j.id))
 			switch {
 			case err == nil:

@@ -70,6 +70,9 @@ type Options struct {
 	// noJournal makes Enqueue write Badger, synced, as before the journal
 	// (benchmarks and the tests that compare the two).
 	noJournal bool
+	// releaseEvery is how often the journal's head is released (default
+	// releaseEvery; the crash tests shorten it).
+	releaseEvery time.Duration
 
 	// syncPerBatch selects SyncWrites=false plus one db.Sync per group commit
 	// instead of Badger's SyncWrites. It measured no faster (docs/performance-history.md) and
@@ -148,6 +151,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.AbsorbDelay <= 0 {
 		o.AbsorbDelay = defaultAbsorbDelay
+	}
+	if o.releaseEvery <= 0 {
+		o.releaseEvery = releaseEvery
 	}
 }
 
@@ -300,13 +306,13 @@ func (s *Store) openJournal() error {
 	if n > 0 {
 		s.log.Info("journal replayed: deliveries whose outcome was not recorded are pending again", "count", n)
 	}
-	first, _, err := j.bounds()
+	first, last, err := j.bounds()
 	if err != nil {
 		j.close()
 		return fmt.Errorf("journal: %w", err)
 	}
 	s.released = first
-	s.jnext.Store(j.next)
+	s.jnext.Store(last + 1)
 	s.jops = make(chan *jpending, s.opts.MaxBatch)
 	s.absorbs = make(chan *absorbReq, absorbMax)
 	s.spillKick = make(chan struct{}, 1)
