@@ -27,6 +27,7 @@ type freshEntry struct {
 	rec     Delivery // as enqueued: pending, due at its creation
 	payload []byte
 	index   uint64 // in the journal
+	listed  bool   // in the table (a replayed delivery goes to Badger without it)
 
 	started bool // an attempt began (AttemptStarted): never spilled meanwhile
 	// moving is non-nil while the entry is being written to Badger (by its
@@ -74,6 +75,7 @@ func (f *freshTable) insert(entries []*freshEntry) (over bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, e := range entries {
+		e.listed = true
 		f.byID[e.id] = e
 		q := f.byDIN[e.rec.DIN]
 		if q == nil {

@@ -163,9 +163,10 @@ func (j *journal) read(index uint64) ([]byte, error) {
 }
 
 // release drops the entries before index from the head: the segments that
-// hold only such entries are deleted. Releasing every entry deletes the tail
-// segment too (raft-wal starts an empty one), so that an idle edge keeps no
-// payload of a delivery that is done.
+// hold only such entries are deleted. The last entry is always kept: a head
+// truncation that removes the tail segment races with raft-wal's rotation of
+// it (the next append then finds its segment sealed), and keeping it costs
+// one segment. Its entries are sealed like the rest.
 func (j *journal) release(before uint64) error {
 	first, last, err := j.bounds()
 	if err != nil || last == 0 || before == 0 {
@@ -173,12 +174,28 @@ func (j *journal) release(before uint64) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	upTo := min(before-1, last)
+	upTo := min(before-1, last-1)
 	if upTo < first {
 		return nil
 	}
 	if err := j.w.DeleteRange(first, upTo); err != nil {
 		return fmt.Errorf("journal release up to %d: %w", upTo, err)
+	}
+	return nil
+}
+
+// reset releases every entry, tail segment included (raft-wal starts an
+// empty one); the next append keeps the sequence of indexes. Only while
+// nothing appends, and with no rotation pending (at Open).
+func (j *journal) reset() error {
+	first, last, err := j.bounds()
+	if err != nil || last == 0 {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.w.DeleteRange(first, last); err != nil {
+		return fmt.Errorf("journal reset: %w", err)
 	}
 	return nil
 }

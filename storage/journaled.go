@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	badger "github.com/dgraph-io/badger/v4"
 )
 
 // The request path's side of the journal (docs/journal.md): Enqueue appends
@@ -161,7 +159,9 @@ func (o *absorbOp) apply(w *wtx) (any, error) {
 	}
 	w.set(deliveryKey(e.id), encodeRecord(&d))
 	w.countState(d.DIN, d.State, 1)
-	w.afterCommit(func() { w.s.fresh.moved(e) })
+	if e.listed {
+		w.afterCommit(func() { w.s.fresh.moved(e) })
+	}
 	return nil, nil
 }
 
@@ -347,9 +347,13 @@ func (s *Store) releaseJournal() error {
 // never passes entries the table has not seen yet.
 func (s *Store) journalNext() uint64 { return s.jnext.Load() }
 
-// replayJournal makes every delivery of the journal that Badger does not
-// hold pending again, in the fresh table: those whose attempt was not
-// recorded before a crash (at-least-once: the same id is sent again).
+// replayJournal moves every delivery of the journal that Badger does not
+// hold into Badger, pending, due at once, with its payload and its id: those
+// whose outcome was not recorded before a stop or a crash (at-least-once:
+// the destination sees the same X-Postback-Id again). Then it empties the
+// journal, which also starts a fresh tail segment: raft-wal reopens a tail
+// that a crash left sealed (between its seal and its rotation) as sealed for
+// good, and refuses every append to it.
 func (s *Store) replayJournal() (int, error) {
 	first, last, err := s.journal.bounds()
 	if err != nil {
@@ -358,41 +362,55 @@ func (s *Store) replayJournal() (int, error) {
 	if last == 0 {
 		return 0, nil
 	}
-	var entries []*freshEntry
+	n := 0
 	seen := map[id]bool{}
-	err = s.db.View(func(txn *badger.Txn) error {
-		for idx := first; idx <= last; idx++ {
-			b, err := s.journal.read(idx)
+	var chunk []absorbItem
+	flush := func() error {
+		for _, err := range s.absorb(chunk) {
 			if err != nil {
-				return err
+				return fmt.Errorf("journal replay: %w", err)
 			}
-			j, err := s.journal.unframe(b)
-			if err != nil {
-				return fmt.Errorf("journal entry %d: %w (move the folder %s aside to start without it, and keep it: it holds deliveries)", idx, err, s.journal.dir)
-			}
-			if ns := j.id.time().UnixNano(); ns > s.lastNs {
-				s.lastNs = ns
-			}
-			if seen[j.id] {
-				continue // the first entry of an id is the one that counts
-			}
-			seen[j.id] = true
-			_, err = txn.Get(deliveryKey(j.id))
-			switch {
-			case err == nil:
-				continue // Badger has it: attempted, or spilled, before the stop
-			case !errors.Is(err, badger.ErrKeyNotFound):
-				return err
-			}
-			entries = append(entries, &freshEntry{id: j.id, rec: j.rec, payload: j.payload, index: idx})
 		}
+		n += len(chunk)
+		chunk = chunk[:0]
 		return nil
-	})
-	if err != nil {
-		return 0, err
 	}
-	s.fresh.insert(entries)
-	return len(entries), nil
+	for idx := first; idx <= last; idx++ {
+		b, err := s.journal.read(idx)
+		if err != nil {
+			return n, err
+		}
+		j, err := s.journal.unframe(b)
+		if err != nil {
+			return n, fmt.Errorf("journal entry %d: %w (move the folder %s aside to start without it, and keep it: it holds deliveries)", idx, err, s.journal.dir)
+		}
+		if ns := j.id.time().UnixNano(); ns > s.lastNs {
+			s.lastNs = ns
+		}
+		if seen[j.id] {
+			continue // the first entry of an id is the one that counts
+		}
+		seen[j.id] = true
+		if _, err := s.Get(j.id.String()); err == nil {
+			continue // Badger has it: attempted, or spilled, before the stop
+		} else if !errors.Is(err, ErrNotFound) {
+			return n, err
+		}
+		chunk = append(chunk, absorbItem{e: &freshEntry{id: j.id, rec: j.rec, payload: j.payload}, d: j.rec})
+		if len(chunk) == absorbMax {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return n, err
+	}
+	// Every Badger commit is synced: the journal may go.
+	if err := s.journal.reset(); err != nil {
+		return n, err
+	}
+	return n, nil
 }
 
 // AttemptStarted tells the store that an attempt at id begins

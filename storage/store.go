@@ -306,13 +306,8 @@ func (s *Store) openJournal() error {
 	if n > 0 {
 		s.log.Info("journal replayed: deliveries whose outcome was not recorded are pending again", "count", n)
 	}
-	first, last, err := j.bounds()
-	if err != nil {
-		j.close()
-		return fmt.Errorf("journal: %w", err)
-	}
-	s.released = first
-	s.jnext.Store(last + 1)
+	s.released = j.next
+	s.jnext.Store(j.next)
 	s.jops = make(chan *jpending, s.opts.MaxBatch)
 	s.absorbs = make(chan *absorbReq, absorbMax)
 	s.spillKick = make(chan struct{}, 1)
