@@ -34,7 +34,8 @@
 #   BENCH_DRAIN_CONC="4 16"  destination concurrency of the drain tests (4 is the default)
 #   BENCH_1M=0          1 = also the 1,000,000-pending memory and restart test
 #                       (writes about 1.3 GB, takes several minutes)
-#   BENCH_PROFILE=0     1 = save a CPU profile of the chain during round 1
+#   BENCH_PROFILE=0     1 = save a CPU profile of the chain during round 1 (wrk);
+#                       rate = during the first open-loop round instead
 #   BENCH_KEEP=0        1 = keep the temporary folder (logs, configs, raw results)
 #   BIN=./caddy         the binary under test (make bench builds it)
 set -euo pipefail
@@ -424,6 +425,12 @@ main_rounds() {
 				pids=$(server_pids "$s")
 				# shellcheck disable=SC2086
 				c0=$(cpu_ticks $pids "$PID_UP" "$PID_SINK")
+				# shellcheck disable=SC2086
+				e0=$(cpu_ticks $pids)
+				if [ "$PROFILE" = rate ] && [ "$s" = chain ] && [ "$r" = 1 ]; then
+					curl -s -o "$TMP/chain.cpu.pprof" "http://127.0.0.1:$A_CHAIN/debug/pprof/profile?seconds=$((RATE_DURATION - 1))" &
+					PIDS+=($!)
+				fi
 				b0=$(busy_ticks)
 				w0=$(child_ticks)
 				out=$($BT load -url "${URL[$s]}" -body "$TMP/itns.body" -rate "$RATE" -conns "$CONNS" -d "${RATE_DURATION}s")
@@ -431,8 +438,11 @@ main_rounds() {
 				b1=$(busy_ticks)
 				# shellcheck disable=SC2086
 				c1=$(cpu_ticks $pids "$PID_UP" "$PID_SINK")
+				# shellcheck disable=SC2086
+				e1=$(cpu_ticks $pids)
 				u1=$(up_requests)
 				echo "$out" | $BT tag kind=rate server="$s" round="$r" load1="$l0" upstream="$((u1 - u0))" \
+					cpu_edge_s="$(awk "BEGIN{print ($e1-$e0)/$CLK_TCK}")" \
 					cpu_server_s="$(awk "BEGIN{print ($c1-$c0)/$CLK_TCK}")" cpu_wrk_s="$(awk "BEGIN{print ($w1-$w0)/$CLK_TCK}")" \
 					cpu_busy_s="$(awk "BEGIN{print ($b1-$b0)/$CLK_TCK}")" >>"$RESULTS"
 				if [ "$s" = chain ]; then
@@ -763,7 +773,7 @@ tr -d '\n' <"$TMP/env.json" >>"$RESULTS"
 echo >>"$RESULTS"
 
 $BT report -in "$RESULTS" -gobench "$GOBENCH"
-if [ "$PROFILE" = 1 ] && [ -s "$TMP/chain.cpu.pprof" ]; then
+if [ "$PROFILE" != 0 ] && [ -s "$TMP/chain.cpu.pprof" ]; then
 	mkdir -p .run
 	cp "$TMP/chain.cpu.pprof" .run/chain.cpu.pprof
 	log "CPU profile of the chain: .run/chain.cpu.pprof (go tool pprof -top $BIN .run/chain.cpu.pprof)"

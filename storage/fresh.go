@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -20,6 +21,9 @@ type freshTable struct {
 	all     freshQueue // every entry, for the journal's low-water mark and the spill
 	bytes   int
 	pending map[string]int // entries per DIN
+	// room is closed (and replaced) when an entry leaves a table that was
+	// full: twice its bounds, where Enqueue waits for the spill (waitRoom).
+	room chan struct{}
 }
 
 type freshEntry struct {
@@ -66,6 +70,34 @@ func newFreshTable(maxCount, maxBytes int) *freshTable {
 		byID:    map[id]*freshEntry{},
 		byDIN:   map[string]*freshQueue{},
 		pending: map[string]int{},
+		room:    make(chan struct{}),
+	}
+}
+
+// fullLocked reports whether the table is at twice its bounds: the spill
+// has fallen behind the enqueues, and they wait for it.
+func (f *freshTable) fullLocked() bool {
+	return len(f.byID) >= 2*f.maxCount || f.bytes >= 2*f.maxBytes
+}
+
+// waitRoom returns once the table is not full, or with ctx's error; stop
+// (the store closing) ends the wait too.
+func (f *freshTable) waitRoom(ctx context.Context, stop <-chan struct{}) error {
+	for {
+		f.mu.Lock()
+		if !f.fullLocked() {
+			f.mu.Unlock()
+			return nil
+		}
+		room := f.room
+		f.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stop:
+			return ErrClosed
+		}
 	}
 }
 
@@ -244,6 +276,7 @@ func (f *freshTable) moved(e *freshEntry) {
 	if e.gone {
 		return
 	}
+	full := f.fullLocked()
 	e.gone = true
 	delete(f.byID, e.id)
 	f.bytes -= len(e.payload)
@@ -252,6 +285,10 @@ func (f *freshTable) moved(e *freshEntry) {
 	}
 	if e.moving != nil {
 		close(e.moving)
+	}
+	if full && !f.fullLocked() {
+		close(f.room)
+		f.room = make(chan struct{})
 	}
 }
 

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -280,4 +283,48 @@ func TestJournalKeyIsTheStoreKey(t *testing.T) {
 	if p, err := s2.Payload(d.ID); err != nil || string(p) != "ccnum=4111111111111111" {
 		t.Fatalf("payload after rotation: %q, %v", p, err)
 	}
+}
+
+// Enqueues faster than the spill (nothing attempts them) wait for it once
+// the table holds twice its bounds, rather than fill memory; none is lost.
+func TestJournalFloodWaitsForTheSpill(t *testing.T) {
+	s := openQueue(t, Options{FreshCount: 100, FreshAge: time.Hour})
+	const writers, each = 16, 200
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			n, _ := s.fresh.len()
+			if int64(n) > peak.Load() {
+				peak.Store(int64(n))
+			}
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				enqueueOne(t, s, "1", fmt.Sprintf("w=%d&i=%d", w, i))
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-watched
+	if p := peak.Load(); p > 2*100+writers {
+		t.Fatalf("the table held %d deliveries, bounds 100 (full at 200, +%d enqueues in flight)", p, writers)
+	}
+	st, _ := s.Stats()
+	if st["1"].Pending != writers*each {
+		t.Fatalf("pending = %d, want %d", st["1"].Pending, writers*each)
+	}
+	t.Logf("peak %d deliveries in the table for bounds of 100", peak.Load())
 }

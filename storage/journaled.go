@@ -19,7 +19,7 @@ const (
 	defaultFreshCount  = 16384
 	defaultFreshBytes  = 16 << 20
 	defaultFreshAge    = 5 * time.Second
-	defaultAbsorbDelay = 10 * time.Millisecond
+	defaultAbsorbDelay = 25 * time.Millisecond
 	// absorbMax bounds the deliveries one absorb or spill hands to the
 	// committer at once (one op each, so that Badger's transaction limit
 	// splits them as it splits any batch).
@@ -41,6 +41,11 @@ type jpending struct {
 // enqueueJournaled writes items (none held) to the journal and returns their
 // records once the group holding them is durable.
 func (s *Store) enqueueJournaled(ctx context.Context, items []NewDelivery) ([]Delivery, error) {
+	// Enqueues faster than Badger can take the spill (a flood for a
+	// destination that is down) wait for it here rather than fill memory.
+	if err := s.fresh.waitRoom(ctx, s.bgstop); err != nil {
+		return nil, fmt.Errorf("enqueue: %w", err)
+	}
 	now := s.now()
 	p := &jpending{done: make(chan struct{})}
 	out := make([]Delivery, len(items))

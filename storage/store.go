@@ -60,7 +60,8 @@ type Options struct {
 	// 16384 and 16 MiB of payload); FreshAge is how long one may wait there
 	// for its first attempt before it is moved into Badger (default 5 s).
 	// AbsorbDelay is how long a completion may wait for others to share its
-	// write into Badger (default 10 ms).
+	// write into Badger (default 25 ms: Badger's synced commits, and their msync, then come
+	// tens of times a second however many deliveries complete).
 	JournalSegmentSize int
 	FreshCount         int
 	FreshBytes         int

@@ -310,6 +310,7 @@ func writeReport(w io.Writer, all []result, goOut string) {
 				fmt.Fprintf(w, " The chain's backlog at the end of each fixed-rate run: %s (deliveries kept up when it is near 0).", strings.Join(backlog, ", "))
 			}
 			fmt.Fprint(w, "\n\n")
+			writeEdgeCPU(w, rates)
 			if sl := byKindFirst(byKind, "storelat"); sl["p50_ms"] != nil {
 				fmt.Fprintf(w, "The store alone at the same rate (`benchtool storelat`: Enqueue of one delivery from %s writers, open loop, 4 goroutines completing them; no HTTP): p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, p99.9 %.2f ms.\n\n",
 					env.str("conns"), sl.num("p50_ms"), sl.num("p90_ms"), sl.num("p99_ms"), sl.num("p999_ms"))
@@ -570,4 +571,26 @@ func parseGoBench(out string) []goRow {
 		rows = append(rows, r)
 	}
 	return rows
+}
+
+// writeEdgeCPU compares the edge's own CPU per request at the fixed rate
+// (the proxy process alone: the copies it sends included, the upstream's and
+// the sink's CPU not), chain against plain Caddy, round by round.
+func writeEdgeCPU(w io.Writer, rates []result) {
+	per := map[string][]float64{}
+	for _, r := range rates {
+		if up := r.num("upstream"); up > 0 && r["cpu_edge_s"] != nil {
+			per[r.str("server")] = append(per[r.str("server")], r.num("cpu_edge_s")*1e6/up)
+		}
+	}
+	a, b := per["plain"], per["chain"]
+	if len(a) == 0 || len(b) == 0 {
+		return
+	}
+	var ratio []float64
+	for i := range min(len(a), len(b)) {
+		ratio = append(ratio, b[i]/a[i])
+	}
+	fmt.Fprintf(w, "Edge CPU per request at this rate (the proxy's process alone, the copies it sends included): plain Caddy %.0f µs, the chain %.0f µs: **%.2f ×** (per round %s).\n\n",
+		median(a), median(b), median(ratio), joinF(ratio, "%.2f"))
 }
