@@ -162,7 +162,12 @@ http://127.0.0.1:{port0} {
 
 	edge("edge-a")
 	post("sale=1")
-	testutil.WaitFor(t, "edge A's copy delivered", 15*time.Second, func() bool { return len(dest.requests()) == 1 })
+	// Recorded, not only received: edge A's last snapshot, published as it
+	// stops, must count it (a completion is recorded up to the store's
+	// absorb delay after the destination's answer).
+	testutil.WaitFor(t, "edge A's copy delivered and recorded", 15*time.Second, func() bool {
+		return len(dest.requests()) == 1 && destStats(adminStats(t), "3001").Delivered == 1
+	})
 	edge("edge-b")
 	post("sale=2")
 	testutil.WaitFor(t, "edge B's copy delivered", 15*time.Second, func() bool { return len(dest.requests()) == 2 })

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
+	"github.com/postbackedge/caddy-postback/storage"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,7 +87,40 @@ func newMetrics() *Metrics {
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Filtered, m.Enqueued, m.Attempts, m.Delivered, m.Spooled,
 		m.Failed, m.Cancelled, depthCollector{m.QueueDepth}, m.CircuitOpen, m.RateDelayed, m.DeliverySecs, m.DedupeReplays, m.DedupeUnavailable, m.Verified,
-		m.AlertsSent, m.AlertsFailed, m.AlertsSuppressed, m.Notifications, m.NotificationsDropped}
+		m.AlertsSent, m.AlertsFailed, m.AlertsSuppressed, m.Notifications, m.NotificationsDropped, journalCollector{}}
+}
+
+// journalCollector reports the open stores' journals when it is scraped.
+type journalCollector struct{}
+
+var (
+	journalWaitingDesc = prometheus.NewDesc("caddy_postback_journal_waiting",
+		"Deliveries in the journal that the Badger queue does not hold yet (first attempt not recorded).", nil, nil)
+	journalCommitsDesc = prometheus.NewDesc("caddy_postback_journal_commits_total",
+		"Group commits of the journal (one fsync each) since the store was opened.", nil, nil)
+	journalSpilledDesc = prometheus.NewDesc("caddy_postback_journal_spilled_total",
+		"Deliveries moved from the journal into the Badger queue before any attempt (destination down or slow) since the store was opened.", nil, nil)
+)
+
+func (journalCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- journalWaitingDesc
+	ch <- journalCommitsDesc
+	ch <- journalSpilledDesc
+}
+
+func (journalCollector) Collect(ch chan<- prometheus.Metric) {
+	var sum storage.JournalStats
+	enginePool.Range(func(_, v any) bool {
+		if st, ok := v.(*pooledEngine).store.JournalStats(); ok {
+			sum.Waiting += st.Waiting
+			sum.Commits += st.Commits
+			sum.Spilled += st.Spilled
+		}
+		return true
+	})
+	ch <- prometheus.MustNewConstMetric(journalWaitingDesc, prometheus.GaugeValue, float64(sum.Waiting))
+	ch <- prometheus.MustNewConstMetric(journalCommitsDesc, prometheus.CounterValue, float64(sum.Commits))
+	ch <- prometheus.MustNewConstMetric(journalSpilledDesc, prometheus.CounterValue, float64(sum.Spilled))
 }
 
 // depthCollector sets the queue-depth gauge from the open stores when it is

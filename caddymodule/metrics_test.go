@@ -155,10 +155,16 @@ http://127.0.0.1:{port0} {
 	})
 	for _, name := range []string{"caddy_postback_enqueued_total", "caddy_postback_delivered_total", "caddy_postback_failed_total",
 		"caddy_postback_delivery_attempts_total", "caddy_postback_delivery_duration_seconds", "caddy_postback_queue_depth",
-		"caddy_postback_filtered_total"} {
+		"caddy_postback_filtered_total", "caddy_postback_journal_waiting", "caddy_postback_journal_commits_total",
+		"caddy_postback_journal_spilled_total"} {
 		if m["# HELP "+name] != 1 {
 			t.Errorf("after reload: %s has no HELP line", name)
 		}
+	}
+	// Each notification's copies were one group commit of the journal (the
+	// metric is the open store's since it was opened).
+	if c := m["caddy_postback_journal_commits_total"]; c < 2 {
+		t.Errorf("after reload: caddy_postback_journal_commits_total = %v, want at least the 2 notifications' commits", c)
 	}
 	for _, series := range []string{`caddy_postback_spooled_total{din="3202"}`, `caddy_postback_failed_total{din="3201"}`,
 		`caddy_postback_delivered_total{din="3202"}`} {

@@ -740,7 +740,7 @@ if [ "$RUN_GO" = 1 ]; then
 	log "Go benchmarks (handlers, storage, delivery)"
 	{
 		$GO test -run '^$' -bench 'BenchmarkVerify|BenchmarkCaptureBody' -benchmem -benchtime 1s ./handlers
-		$GO test -run '^$' -bench 'BenchmarkFsync|BenchmarkEnqueue/sync=(badger|none|logmodel)/writers=(1|32)$|BenchmarkComplete' -benchtime 2s ./storage
+		$GO test -run '^$' -bench 'BenchmarkFsync|BenchmarkEnqueue/sync=(journal|badger|none|logmodel)/writers=(1|32|128)$|BenchmarkComplete' -benchtime 2s ./storage
 		$GO test -run '^$' -bench 'BenchmarkDrain' -benchtime 20000x ./delivery
 		$GO test -run '^$' -bench 'BenchmarkRequestPath' -benchmem ./notelog
 		$GO test -run '^$' -bench 'BenchmarkQueueDrain' -benchtime 3000x ./fleet

@@ -243,8 +243,8 @@ func (f *freshTable) claim(i id) (e *freshEntry, wait <-chan struct{}) {
 
 // claimSpill takes, oldest first, the entries that no attempt holds and
 // that were created before cutoff, or that the table is over its bounds by,
-// at most max of them.
-func (f *freshTable) claimSpill(cutoff time.Time, max int) []*freshEntry {
+// at most max of them; with all, every entry not being written already.
+func (f *freshTable) claimSpill(cutoff time.Time, max int, all bool) []*freshEntry {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	count, bytes := len(f.byID), f.bytes
@@ -254,10 +254,10 @@ func (f *freshTable) claimSpill(cutoff time.Time, max int) []*freshEntry {
 			break
 		}
 		over := count > f.maxCount || bytes > f.maxBytes
-		if !over && !e.rec.Created.Before(cutoff) {
+		if !all && !over && !e.rec.Created.Before(cutoff) {
 			break // journal order is creation order, give or take a few µs
 		}
-		if e.gone || e.moving != nil || e.started {
+		if e.gone || e.moving != nil || e.started && !all {
 			continue
 		}
 		e.moving, e.spilling = make(chan struct{}), true

@@ -27,10 +27,12 @@ import (
 // journalDir is the journal's folder inside the store folder.
 const journalDir = "journal"
 
-// defaultJournalSegment is the size of one segment file: at 1,000
-// notifications of 1 KiB a second, one segment every ~15 s, released as soon
-// as all of its deliveries are in Badger.
-const defaultJournalSegment = 16 << 20
+// defaultJournalSegment is the size of one segment file (raft-wal's
+// default): at 1,000 notifications of 1 KiB a second, one a minute. Each
+// rotation holds the appends for a metadata commit and a new file's
+// preallocation; at 16 MiB they came every 14 s and showed at the p99
+// (docs/performance-history.md, "The journal").
+const defaultJournalSegment = 64 << 20
 
 type journal struct {
 	seal    *sealer // nil: entries in clear (a store without encryption_key)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // The request path's side of the journal (docs/journal.md): Enqueue appends
@@ -25,9 +27,11 @@ const (
 	// splits them as it splits any batch).
 	absorbMax = 256
 	// spillEvery is how often the table is looked at for entries to spill,
-	// and releaseEvery how often the journal's head is released.
+	// and releaseEvery how often the journal's head is released: each
+	// release holds the appends for a metadata commit and the deletion of
+	// segment files, so it comes rarely (a segment holds about a minute).
 	spillEvery   = 250 * time.Millisecond
-	releaseEvery = 2 * time.Second
+	releaseEvery = 30 * time.Second
 )
 
 // jpending is one Enqueue waiting for its group's fsync.
@@ -60,7 +64,7 @@ func (s *Store) enqueueJournaled(ctx context.Context, items []NewDelivery) ([]De
 		out[n] = d
 	}
 	s.closeMu.RLock()
-	if s.closed {
+	if s.closed || s.closing {
 		s.closeMu.RUnlock()
 		return nil, fmt.Errorf("enqueue: %w", ErrClosed)
 	}
@@ -120,7 +124,7 @@ func (s *Store) appendLoop() {
 				s.kickSpill()
 			}
 			s.jnext.Store(idx)
-			s.batches.Add(1)
+			s.jcommits.Add(1)
 		}
 		for _, q := range group {
 			q.err = err
@@ -309,7 +313,7 @@ func (s *Store) journalLoop() {
 // or slow, a DIN not configured) and those beyond the table's bounds.
 func (s *Store) spill() {
 	for {
-		batch := s.fresh.claimSpill(s.now().Add(-s.opts.FreshAge), absorbMax)
+		batch := s.fresh.claimSpill(s.now().Add(-s.opts.FreshAge), absorbMax, false)
 		if len(batch) == 0 {
 			return
 		}
@@ -322,6 +326,8 @@ func (s *Store) spill() {
 			if err != nil {
 				s.fresh.unclaim(batch[n])
 				failed = err
+			} else {
+				s.spilled.Add(1)
 			}
 		}
 		if failed != nil {
@@ -331,6 +337,37 @@ func (s *Store) spill() {
 			return
 		}
 	}
+}
+
+// settleJournal moves every delivery of the fresh table into Badger (at
+// Close: no attempt runs any more) and releases the journal up to its last
+// entry, whose delivery Badger then holds too.
+func (s *Store) settleJournal() error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		batch := s.fresh.claimSpill(time.Time{}, absorbMax, true)
+		if len(batch) == 0 {
+			if n, _ := s.fresh.len(); n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return errors.New("completions still being recorded")
+			}
+			time.Sleep(time.Millisecond) // a completion being recorded
+			continue
+		}
+		items := make([]absorbItem, len(batch))
+		for n, e := range batch {
+			items[n] = absorbItem{e: e, d: e.rec}
+		}
+		for n, err := range s.absorb(items) {
+			if err != nil {
+				s.fresh.unclaim(batch[n])
+				return err
+			}
+		}
+	}
+	return s.journal.release(s.journalNext())
 }
 
 // releaseJournal releases the journal's segments that hold only deliveries
@@ -369,6 +406,8 @@ func (s *Store) replayJournal() (int, error) {
 	}
 	n := 0
 	seen := map[id]bool{}
+	txn := s.db.NewTransaction(false) // one snapshot for the scan: seen covers what this replay writes
+	defer txn.Discard()
 	var chunk []absorbItem
 	flush := func() error {
 		for _, err := range s.absorb(chunk) {
@@ -396,9 +435,9 @@ func (s *Store) replayJournal() (int, error) {
 			continue // the first entry of an id is the one that counts
 		}
 		seen[j.id] = true
-		if _, err := s.Get(j.id.String()); err == nil {
+		if _, err := txn.Get(deliveryKey(j.id)); err == nil {
 			continue // Badger has it: attempted, or spilled, before the stop
-		} else if !errors.Is(err, ErrNotFound) {
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return n, err
 		}
 		chunk = append(chunk, absorbItem{e: &freshEntry{id: j.id, rec: j.rec, payload: j.payload}, d: j.rec})
@@ -428,4 +467,22 @@ func (s *Store) AttemptStarted(deliveryID string) bool {
 		}
 	}
 	return true
+}
+
+// JournalStats are the journal's figures, for metrics.
+type JournalStats struct {
+	Waiting int    // deliveries in the journal that Badger does not hold yet
+	Bytes   int    // their payload bytes
+	Commits uint64 // group commits (one fsync each) since Open
+	Spilled uint64 // deliveries moved into Badger unattempted since Open
+}
+
+// JournalStats reports the journal's figures; false when the store has no
+// journal.
+func (s *Store) JournalStats() (JournalStats, bool) {
+	if s.fresh == nil {
+		return JournalStats{}, false
+	}
+	n, b := s.fresh.len()
+	return JournalStats{Waiting: n, Bytes: b, Commits: s.jcommits.Load(), Spilled: s.spilled.Load()}, true
 }

@@ -55,7 +55,7 @@ type Options struct {
 	Clock func() time.Time
 
 	// The journal (journaled.go): JournalSegmentSize is the size of one of
-	// its segment files (default 16 MiB). FreshCount and FreshBytes bound
+	// its segment files (default 64 MiB). FreshCount and FreshBytes bound
 	// the deliveries it holds in memory until Badger has them (defaults
 	// 16384 and 16 MiB of payload); FreshAge is how long one may wait there
 	// for its first attempt before it is moved into Badger (default 5 s).
@@ -74,6 +74,9 @@ type Options struct {
 	// releaseEvery is how often the journal's head is released (default
 	// releaseEvery; the crash tests shorten it).
 	releaseEvery time.Duration
+	// crashClose makes Close leave the journal as a crash would (the tests
+	// of the replay).
+	crashClose bool
 
 	// syncPerBatch selects SyncWrites=false plus one db.Sync per group commit
 	// instead of Badger's SyncWrites. It measured no faster (docs/performance-history.md) and
@@ -184,10 +187,14 @@ type Store struct {
 	// entry handed to fresh; released is how far its head was released
 	// (journalLoop only).
 	journal   *journal
+	closing   bool // Close has begun: no Enqueue (closeMu)
 	fresh     *freshTable
 	jops      chan *jpending
 	absorbs   chan *absorbReq
 	jnext     atomic.Uint64
+	spilled   atomic.Uint64 // deliveries spilled into Badger (metrics)
+	replayed  int           // deliveries the journal gave back at Open (tests)
+	jcommits  atomic.Uint64 // the journal's group commits (metrics, benchmarks)
 	released  uint64
 	spillKick chan struct{}
 	bgstop    chan struct{}
@@ -307,6 +314,7 @@ func (s *Store) openJournal() error {
 	if n > 0 {
 		s.log.Info("journal replayed: deliveries whose outcome was not recorded are pending again", "count", n)
 	}
+	s.replayed = n
 	s.released = j.next
 	s.jnext.Store(j.next)
 	s.jops = make(chan *jpending, s.opts.MaxBatch)
@@ -403,27 +411,39 @@ func (s *Store) loadCounters(txn *badger.Txn) error {
 // and closes the database. Later calls return ErrClosed.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
-	if s.closed {
+	if s.closed || s.closing {
 		s.closeMu.Unlock()
 		return ErrClosed
 	}
-	s.closed = true
-	if s.journal != nil {
-		close(s.jops)
-		close(s.absorbs)
-		close(s.bgstop)
+	if s.journal == nil {
+		s.closeMu.Unlock()
+		return s.finishClose(nil)
 	}
+	s.closing = true // Enqueue refuses from here on
+	close(s.jops)
+	close(s.bgstop)
 	s.closeMu.Unlock()
-	var jerr error
-	if s.journal != nil {
-		// The appender finishes the groups already sent (they are durable
-		// in the journal); what the absorber and the spill had not written
-		// fails with ErrClosed and stays in the journal for the next Open.
-		<-s.jdone
-		<-s.adone
-		<-s.bgdone
-		jerr = s.journal.close()
+	// The appender finishes the groups already sent (durable in the
+	// journal), then the journal's deliveries go into Badger, so that the
+	// next Open has nothing to replay; what cannot go stays in the journal
+	// for it.
+	<-s.jdone
+	<-s.bgdone
+	if !s.opts.crashClose {
+		if err := s.settleJournal(); err != nil {
+			s.log.Warn("journal: deliveries not moved into the store at close; the next start replays them", "error", err)
+		}
 	}
+	s.closeMu.Lock()
+	s.closed = true
+	close(s.absorbs)
+	s.closeMu.Unlock()
+	<-s.adone
+	return s.finishClose(s.journal.close())
+}
+
+// finishClose closes Badger after the journal (closed with jerr).
+func (s *Store) finishClose(jerr error) error {
 	err := s.closeBadger()
 	s.tightenPerms()
 	if err := errors.Join(jerr, err); err != nil {
