@@ -264,6 +264,9 @@ func Open(opts Options) (*Store, error) {
 	if opts.tune != nil {
 		bo = opts.tune(bo)
 	}
+	if err := removeEmptyValueLogs(dir, opts.Logger); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
 		if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
