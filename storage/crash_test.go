@@ -163,29 +163,34 @@ func countList(s *Store, f Filter) (int, error) {
 	}
 }
 
-// A process killed while Badger creates a value-log file (at every start)
-// leaves an empty one; the store still opens, with everything in it.
-func TestEmptyValueLogFromACrashOpens(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "db")
-	s, err := Open(Options{Dir: dir, EncryptionKey: journalTestKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := enqueueOne(t, s, "1", "a=1")
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	vlogs, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	empty := filepath.Join(dir, fmt.Sprintf("%06d.vlog", len(vlogs)+10))
-	if err := os.WriteFile(empty, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s2, err := Open(Options{Dir: dir, EncryptionKey: journalTestKey})
-	if err != nil {
-		t.Fatalf("open with an empty value log: %v", err)
-	}
-	defer s2.Close()
-	if p, err := s2.Payload(d.ID); err != nil || string(p) != "a=1" {
-		t.Fatalf("payload after the crash: %q, %v", p, err)
+// A process killed while Badger creates a value-log or a memtable file (at
+// every start) leaves an empty one; the store still opens, with everything
+// in it.
+func TestEmptyLogFileFromACrashOpens(t *testing.T) {
+	// Badger's names: 6 digits for value logs, 5 for memtables.
+	for ext, name := range map[string]string{"vlog": "000099.vlog", "mem": "00099.mem"} {
+		t.Run(ext, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "db")
+			s, err := Open(Options{Dir: dir, EncryptionKey: journalTestKey})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := enqueueOne(t, s, "1", "a=1")
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			empty := filepath.Join(dir, name)
+			if err := os.WriteFile(empty, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s2, err := Open(Options{Dir: dir, EncryptionKey: journalTestKey})
+			if err != nil {
+				t.Fatalf("open with an empty .%s file: %v", ext, err)
+			}
+			defer s2.Close()
+			if p, err := s2.Payload(d.ID); err != nil || string(p) != "a=1" {
+				t.Fatalf("payload after the crash: %q, %v", p, err)
+			}
+		})
 	}
 }

@@ -264,7 +264,7 @@ func Open(opts Options) (*Store, error) {
 	if opts.tune != nil {
 		bo = opts.tune(bo)
 	}
-	if err := removeEmptyValueLogs(dir, opts.Logger); err != nil {
+	if err := removeEmptyLogs(dir, opts.Logger); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	db, err := badger.Open(bo)
