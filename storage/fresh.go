@@ -280,6 +280,13 @@ func (f *freshTable) moved(e *freshEntry) {
 	e.gone = true
 	delete(f.byID, e.id)
 	f.bytes -= len(e.payload)
+	// The queues drop gone entries from their head only; until then the
+	// entry must not keep its payload alive.
+	e.payload, e.rec.Attempts = nil, nil
+	if q := f.byDIN[e.rec.DIN]; q != nil {
+		q.live()
+	}
+	f.all.live()
 	if f.pending[e.rec.DIN]--; f.pending[e.rec.DIN] <= 0 {
 		delete(f.pending, e.rec.DIN)
 	}
