@@ -124,27 +124,35 @@ func TestKill9KeepsAcknowledged(t *testing.T) {
 			}
 		}
 		// Counters were persisted in the same transactions as the records.
-		st, err := s.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		due, err := s.Due("K", time.Now().Add(time.Hour), 1_000_000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		delivered, err := countList(s, Filter{State: StateDelivered})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st["K"].Pending != len(due) || st["K"].Delivered != delivered {
-			t.Fatalf("counters %+v disagree with records: %d due, %d delivered", st["K"], len(due), delivered)
-		}
+		due, delivered := countersMatchRecords(t, s, "K", time.Hour)
 		t.Logf("round %d: %d acknowledged enqueues, %d deliveries; store has %d pending, %d delivered",
-			round, len(enq), len(del), len(due), delivered)
+			round, len(enq), len(del), due, delivered)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// countersMatchRecords checks that din's counters agree with its records:
+// pending with what is due within ahead, delivered with the listed ones.
+func countersMatchRecords(t *testing.T, s *Store, din string, ahead time.Duration) (pending, delivered int) {
+	t.Helper()
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	due, err := s.Due(din, time.Now().Add(ahead), 10_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delivered, err = countList(s, Filter{State: StateDelivered})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[din].Pending != len(due) || st[din].Delivered != delivered {
+		t.Fatalf("counters %+v disagree with records: %d due, %d delivered", st[din], len(due), delivered)
+	}
+	return len(due), delivered
 }
 
 func countList(s *Store, f Filter) (int, error) {

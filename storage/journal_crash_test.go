@@ -177,24 +177,10 @@ func TestJournalKill9AtRandomPoints(t *testing.T) {
 				t.Fatalf("round %d: payload of %s = %.40q, %v; want %.40q", round, id, p, err, payload)
 			}
 		}
-		st, err := s.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		due, err := s.Due("K", time.Now().Add(2*time.Hour), 10_000_000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		delivered, err := countList(s, Filter{State: StateDelivered})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st["K"].Pending != len(due) || st["K"].Delivered != delivered {
-			t.Fatalf("round %d: counters %+v disagree with records: %d due, %d delivered", round, st["K"], len(due), delivered)
-		}
+		due, delivered := countersMatchRecords(t, s, "K", 2*time.Hour)
 		t.Logf("round %d (killed %s): %d acknowledged enqueues in all, %d pending, %d delivered, %d journal segments",
 			round, map[bool]string{true: "during Open", false: fmt.Sprintf("after %d enqueues", killAfter)}[duringOpen],
-			len(enq), len(due), delivered, len(segmentFiles(t, dir)))
+			len(enq), due, delivered, len(segmentFiles(t, dir)))
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
