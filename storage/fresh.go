@@ -282,7 +282,7 @@ func (f *freshTable) moved(e *freshEntry) {
 	f.bytes -= len(e.payload)
 	// The queues drop gone entries from their head only; until then the
 	// entry must not keep its payload alive.
-	e.payload, e.rec.Attempts = nil, nil
+	e.payload = nil
 	if q := f.byDIN[e.rec.DIN]; q != nil {
 		q.live()
 	}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -212,8 +213,7 @@ func (s *Store) completeFresh(i id, a Attempt, out Outcome) (d Delivery, found b
 		if e == nil {
 			return Delivery{}, false, nil
 		}
-		d = e.rec
-		d.Attempts = append([]Attempt(nil), d.Attempts...)
+		d = e.rec // a fresh record has no attempts yet: nothing shared to copy
 		a, attempted := ApplyOutcome(&d, a, out, s.now())
 		req := &absorbReq{item: absorbItem{e: e, d: d, a: a, attempted: attempted, outErr: out.Error}, done: make(chan struct{})}
 		if err := s.sendAbsorb(req); err != nil {
@@ -317,26 +317,33 @@ func (s *Store) spill() {
 		if len(batch) == 0 {
 			return
 		}
-		items := make([]absorbItem, len(batch))
-		for n, e := range batch {
-			items[n] = absorbItem{e: e, d: e.rec}
-		}
-		var failed error
-		for n, err := range s.absorb(items) {
-			if err != nil {
-				s.fresh.unclaim(batch[n])
-				failed = err
-			} else {
-				s.spilled.Add(1)
-			}
-		}
-		if failed != nil {
-			if !errors.Is(failed, ErrClosed) {
-				s.log.Warn("journal: moving deliveries into the store failed; they stay in the journal", "error", failed)
+		if err := s.moveUnattempted(batch); err != nil {
+			if !errors.Is(err, ErrClosed) {
+				s.log.Warn("journal: moving deliveries into the store failed; they stay in the journal", "error", err)
 			}
 			return
 		}
 	}
+}
+
+// moveUnattempted writes claimed fresh deliveries into Badger as they are:
+// pending, with their payload. Those that fail go back to the table; the
+// first error is returned.
+func (s *Store) moveUnattempted(batch []*freshEntry) error {
+	items := make([]absorbItem, len(batch))
+	for n, e := range batch {
+		items[n] = absorbItem{e: e, d: e.rec}
+	}
+	var failed error
+	for n, err := range s.absorb(items) {
+		if err != nil {
+			s.fresh.unclaim(batch[n])
+			failed = cmp.Or(failed, err)
+		} else {
+			s.spilled.Add(1)
+		}
+	}
+	return failed
 }
 
 // settleJournal moves every delivery of the fresh table into Badger (at
@@ -356,15 +363,8 @@ func (s *Store) settleJournal() error {
 			time.Sleep(time.Millisecond) // a completion being recorded
 			continue
 		}
-		items := make([]absorbItem, len(batch))
-		for n, e := range batch {
-			items[n] = absorbItem{e: e, d: e.rec}
-		}
-		for n, err := range s.absorb(items) {
-			if err != nil {
-				s.fresh.unclaim(batch[n])
-				return err
-			}
+		if err := s.moveUnattempted(batch); err != nil {
+			return err
 		}
 	}
 	return s.journal.release(s.journalNext())

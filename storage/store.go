@@ -192,7 +192,7 @@ type Store struct {
 	jops      chan *jpending
 	absorbs   chan *absorbReq
 	jnext     atomic.Uint64
-	spilled   atomic.Uint64 // deliveries spilled into Badger (metrics)
+	spilled   atomic.Uint64 // deliveries moved into Badger unattempted (metrics)
 	replayed  int           // deliveries the journal gave back at Open (tests)
 	jcommits  atomic.Uint64 // the journal's group commits (metrics, benchmarks)
 	released  uint64
