@@ -41,6 +41,12 @@ type App struct {
 	EncryptionKey string `json:"encryption_key,omitempty"`
 	// Retention of delivered and spooled records, for reporting. Default 30d.
 	Retention caddy.Duration `json:"retention,omitempty"`
+	// MinFreeSpace is the free space, in bytes, the store keeps on its
+	// disk: below it secondary_post answers 503 (the sender retries), below
+	// half of it the store stops writing, so that a full disk never crashes
+	// Caddy (the store's files are memory-mapped). Default 256 MiB; -1: no
+	// check.
+	MinFreeSpace int64 `json:"min_free_space,omitempty"`
 	// Destinations by DIN.
 	Destinations map[string]*Destination `json:"destinations,omitempty"`
 	// Redact lists extra field names whose values must never be shown,
@@ -120,6 +126,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if a.Retention < 0 {
 		return fmt.Errorf("retention must not be negative")
+	}
+	if a.MinFreeSpace < -1 {
+		return fmt.Errorf("min_free_space %d: want a number of bytes, or -1 for no check", a.MinFreeSpace)
 	}
 
 	a.dests = make(map[string]*delivery.Destination, len(a.Destinations))
@@ -225,7 +234,8 @@ func (a *App) Start() error {
 	if a.queueJetStream() {
 		queueFleet, queueKey = a.fleet.Load(), poolKey(*a.fleetOpts)
 	}
-	e, err := loadEngine(a.dir, a.key, a.Retention, a.logger, a.metrics, queueFleet, queueKey)
+	so := storage.Options{Dir: a.dir, EncryptionKey: a.key, Retention: time.Duration(a.Retention), MinFreeSpace: a.MinFreeSpace}
+	e, err := loadEngine(so, a.logger, a.metrics, queueFleet, queueKey)
 	if err != nil {
 		a.releaseFleet()
 		return err

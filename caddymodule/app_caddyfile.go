@@ -38,6 +38,7 @@ func parseGlobalPostback(d *caddyfile.Dispenser, existing any) (any, error) {
 //		storage_dir    <path>
 //		encryption_key <64 hex chars | base64>
 //		retention      <duration>
+//		min_free_space <size>|off
 //		redact         <field>...
 //		label          <field>...
 //		log_refused_per_hour <n>
@@ -97,6 +98,20 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.Retention = dur
+		case "min_free_space":
+			var arg string
+			if !d.AllArgs(&arg) {
+				return d.ArgErr()
+			}
+			if arg == "off" {
+				a.MinFreeSpace = -1
+				break
+			}
+			n, err := parseSize(d, "min_free_space", arg)
+			if err != nil {
+				return err
+			}
+			a.MinFreeSpace = n
 		case "redact":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

@@ -36,9 +36,14 @@ func sizeArg(d *caddyfile.Dispenser) (int64, error) {
 	if !d.AllArgs(&s) {
 		return 0, d.ArgErr()
 	}
+	return parseSize(d, opt, s)
+}
+
+// parseSize reads s, the argument of option opt, as a size.
+func parseSize(d *caddyfile.Dispenser, opt, s string) (int64, error) {
 	n, err := humanize.ParseBytes(s)
 	if err != nil {
-		return 0, d.Errf("%s %q: %v", opt, s, err)
+		return 0, d.Errf("%s %q: want a size such as 64KiB, 256MiB or 2048", opt, s)
 	}
 	if n == 0 || n > math.MaxInt64 {
 		return 0, d.Errf("%s %q: must be between 1 byte and %d bytes", opt, s, int64(math.MaxInt64))

@@ -67,12 +67,14 @@ func (s *recordSwitch) Record(d storage.Delivery) {
 	}
 }
 
-// loadEngine opens (or shares) the engine of dir. With queue jetstream, qf
-// is the fleet whose queue it drains (nil: the store's own queue), and
+// loadEngine opens (or shares) the engine of the store so (its Dir,
+// EncryptionKey, Retention and MinFreeSpace). With queue jetstream, qf is
+// the fleet whose queue it drains (nil: the store's own queue), and
 // fleetKey is qf's key in fleetPool.
-func loadEngine(dir string, key []byte, retention caddy.Duration, logger *zap.Logger, m *Metrics, qf *fleet.Fleet, fleetKey string) (*pooledEngine, error) {
+func loadEngine(so storage.Options, logger *zap.Logger, m *Metrics, qf *fleet.Fleet, fleetKey string) (*pooledEngine, error) {
+	dir, key := so.Dir, so.EncryptionKey
 	v, loaded, err := enginePool.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		return openEngine(dir, key, time.Duration(retention), logger, m, qf, fleetKey)
+		return openEngine(so, logger, m, qf, fleetKey)
 	})
 	if err != nil {
 		return nil, err
@@ -89,14 +91,11 @@ func loadEngine(dir string, key []byte, retention caddy.Duration, logger *zap.Lo
 	return e, nil
 }
 
-func openEngine(dir string, key []byte, retention time.Duration, logger *zap.Logger, m *Metrics, qf *fleet.Fleet, fleetKey string) (*pooledEngine, error) {
+func openEngine(so storage.Options, logger *zap.Logger, m *Metrics, qf *fleet.Fleet, fleetKey string) (*pooledEngine, error) {
+	dir, key := so.Dir, so.EncryptionKey
 	slogger := slogFor(logger)
-	store, err := storage.Open(storage.Options{
-		Dir:           dir,
-		EncryptionKey: key,
-		Retention:     retention,
-		Logger:        slogger,
-	})
+	so.Logger = slogger
+	store, err := storage.Open(so)
 	if err != nil {
 		return nil, err
 	}

@@ -63,6 +63,29 @@ http://127.0.0.1:{port0} {
 	}
 }
 
+// A store short of min_free_space refuses the copy: 503, and the script
+// is not reached. 1 EiB is more than any test machine's disk has free.
+func TestSecondaryPostAnswers503WhenDiskIsFull(t *testing.T) {
+	dest := newTestDestination(t)
+	up := newUpstream(t)
+	tc := newTester(t, postbackGlobal(testDir(t, "store"), fmt.Sprintf(`
+		min_free_space 1EiB
+		destination 2302 {
+			url %s/in
+			ca_cert %s
+		}`, dest.srv.URL, dest.caFile)), fmt.Sprintf(`
+http://127.0.0.1:{port0} {
+	route /itns.php {
+		secondary_post 2302
+		reverse_proxy %s
+	}
+}`, up.srv.Listener.Addr()))
+	postForm(t, tc, "/itns.php", "a=1", http.StatusServiceUnavailable, "postback queue unavailable, retry later\n")
+	if up.hits() != 0 {
+		t.Errorf("upstream hits = %d with the disk full, want 0", up.hits())
+	}
+}
+
 func TestSecondaryPostUnknownDINIsALoadError(t *testing.T) {
 	caddytest.AssertLoadError(t, expandPorts(globalOptions(postbackGlobal(testDir(t, "store"), `
 		destination 2401 {

@@ -130,6 +130,15 @@ func (s *Store) gather(batch *[]*pending, urgent *bool) bool {
 // runBatch applies a batch in as few transactions as Badger's size limit
 // allows (usually one), makes it durable, then answers every op.
 func (s *Store) runBatch(batch []*pending) {
+	if s.space != nil {
+		if err := s.space.write(0); err != nil {
+			for _, p := range batch {
+				p.res, p.err = nil, fmt.Errorf("store write: %w", err)
+				close(p.done)
+			}
+			return
+		}
+	}
 	var committed []*pending // ops of transactions that committed
 	wrote := false
 	group := make([]*pending, 0, len(batch))
@@ -139,6 +148,9 @@ func (s *Store) runBatch(batch []*pending) {
 			wrote = true
 		}
 		err := w.commit()
+		if err == nil && s.space != nil {
+			s.space.wrote(w.size)
+		}
 		for _, p := range group {
 			if err != nil {
 				p.res, p.err = nil, fmt.Errorf("store write: %w", err)

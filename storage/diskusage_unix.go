@@ -3,6 +3,7 @@
 package storage
 
 import (
+	"fmt"
 	"io/fs"
 	"syscall"
 )
@@ -15,4 +16,14 @@ func allocated(info fs.FileInfo) int64 {
 		return int64(st.Blocks) * 512
 	}
 	return info.Size()
+}
+
+// freeSpace returns the bytes an unprivileged process may still write on
+// the filesystem holding dir.
+func freeSpace(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }

@@ -26,6 +26,11 @@ func (s *Store) Enqueue(ctx context.Context, items []NewDelivery) ([]Delivery, e
 			return nil, fmt.Errorf("enqueue: payload of %d bytes is too large", len(it.Payload))
 		}
 	}
+	if s.space != nil {
+		if err := s.space.enqueue(payloadBytes(items)); err != nil {
+			return nil, fmt.Errorf("enqueue: %w", err)
+		}
+	}
 	if s.journal != nil && !anyHeld(items) {
 		return s.enqueueJournaled(ctx, items)
 	}
@@ -34,6 +39,14 @@ func (s *Store) Enqueue(ctx context.Context, items []NewDelivery) ([]Delivery, e
 		return nil, fmt.Errorf("enqueue: %w", err)
 	}
 	return res.([]Delivery), nil
+}
+
+func payloadBytes(items []NewDelivery) int64 {
+	var n int64
+	for _, it := range items {
+		n += int64(len(it.Payload))
+	}
+	return n
 }
 
 func anyHeld(items []NewDelivery) bool {

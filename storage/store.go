@@ -53,6 +53,10 @@ type Options struct {
 	LazyDelay time.Duration
 	// Clock replaces time.Now (tests).
 	Clock func() time.Time
+	// MinFreeSpace is the free space the store keeps on its disk (default
+	// 256 MiB): below it enqueues fail with ErrDiskFull, below half of it
+	// every write does (diskspace.go says why). Negative: no check.
+	MinFreeSpace int64
 
 	// The journal (journaled.go): JournalSegmentSize is the size of one of
 	// its segment files (default 64 MiB). FreshCount and FreshBytes bound
@@ -74,6 +78,8 @@ type Options struct {
 	// releaseEvery is how often the journal's head is released (default
 	// releaseEvery; the crash tests shorten it).
 	releaseEvery time.Duration
+	// diskFree replaces freeSpace (the tests of MinFreeSpace).
+	diskFree func(dir string) (int64, error)
 	// crashClose makes Close leave the journal as a crash would (the tests
 	// of the replay).
 	crashClose bool
@@ -97,6 +103,10 @@ const (
 	defaultMaxBatch        = 1024
 	defaultLazyDelay       = 2 * time.Millisecond
 	schemaVersion          = "2"
+	// defaultMinFreeSpace leaves, below the enqueues' floor, room for what
+	// Badger may still write: a value-log GC's new file (64 MiB), memtable
+	// flushes and compactions, and the journal's table (2 × 16 MiB).
+	defaultMinFreeSpace = 256 << 20
 )
 
 func (o *Options) setDefaults() {
@@ -159,14 +169,18 @@ func (o *Options) setDefaults() {
 	if o.releaseEvery <= 0 {
 		o.releaseEvery = releaseEvery
 	}
+	if o.MinFreeSpace == 0 {
+		o.MinFreeSpace = defaultMinFreeSpace
+	}
 }
 
 // Store is the durable delivery queue. All mutations go through one committer
 // goroutine (committer.go); reads use Badger snapshots directly.
 type Store struct {
-	opts Options
-	db   *badger.DB
-	log  *slog.Logger
+	opts  Options
+	db    *badger.DB
+	log   *slog.Logger
+	space *spaceGuard // nil: MinFreeSpace < 0
 
 	// closeMu guards closed and db use against Close: readers and submitters
 	// hold it shared, Close exclusively.
@@ -283,6 +297,12 @@ func Open(opts Options) (*Store, error) {
 		maxSize:  db.MaxBatchSize(),
 		maxCount: db.MaxBatchCount(),
 		counters: make(map[string]*dinCounters),
+	}
+	if opts.MinFreeSpace > 0 {
+		s.space = &spaceGuard{dir: opts.Dir, floor: opts.MinFreeSpace, log: opts.Logger, free: opts.diskFree, now: opts.Clock}
+		if s.space.free == nil {
+			s.space.free = freeSpace
+		}
 	}
 	s.due.init()
 	if err := s.load(); err != nil {
