@@ -36,6 +36,9 @@
 #                       (writes about 1.3 GB, takes several minutes)
 #   BENCH_PROFILE=0     1 = save a CPU profile of the chain during round 1 (wrk);
 #                       rate = during the first open-loop round instead
+#   BENCH_SERIES=0      1 = each open-loop round's latencies in time order
+#                       (.run/series-<server>-<round>.csv) and the servers'
+#                       GC trace in their logs, to place the slow requests
 #   BENCH_KEEP=0        1 = keep the temporary folder (logs, configs, raw results)
 #   BIN=./caddy         the binary under test (make bench builds it)
 set -euo pipefail
@@ -58,6 +61,7 @@ DRAIN_N=${BENCH_DRAIN_N:-50000}
 DRAIN_CONC=${BENCH_DRAIN_CONC:-4 16}
 RUN_1M=${BENCH_1M:-0}
 PROFILE=${BENCH_PROFILE:-0}
+SERIES=${BENCH_SERIES:-0}
 KEEP=${BENCH_KEEP:-0}
 GO=${GO:-go}
 
@@ -327,9 +331,11 @@ declare -A URL=(
 main_rounds() {
 	# --- start the three servers -------------------------------------------------------
 	log "starting plain Caddy, the chain and nginx"
-	start_bg "$TMP/plain.log" "$BIN" run --config "$TMP/plain.Caddyfile" --adapter caddyfile
+	local gctrace=()
+	[ "$SERIES" = 0 ] || gctrace=(env GODEBUG=gctrace=1)
+	start_bg "$TMP/plain.log" "${gctrace[@]}" "$BIN" run --config "$TMP/plain.Caddyfile" --adapter caddyfile
 	PID_PLAIN=$LAST_PID
-	start_bg "$TMP/chain.log" "$BIN" run --config "$TMP/chain.Caddyfile" --adapter caddyfile
+	start_bg "$TMP/chain.log" "${gctrace[@]}" "$BIN" run --config "$TMP/chain.Caddyfile" --adapter caddyfile
 	PID_CHAIN=$LAST_PID
 	start_bg "$TMP/nginx.log" "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" -g 'daemon off;'
 	PID_NGINX=$LAST_PID
@@ -433,7 +439,9 @@ main_rounds() {
 				fi
 				b0=$(busy_ticks)
 				w0=$(child_ticks)
-				out=$($BT load -url "${URL[$s]}" -body "$TMP/itns.body" -rate "$RATE" -conns "$CONNS" -d "${RATE_DURATION}s")
+				series=()
+				[ "$SERIES" = 0 ] || series=(-series "$TMP/series-$s-$r.csv")
+				out=$($BT load -url "${URL[$s]}" -body "$TMP/itns.body" -rate "$RATE" -conns "$CONNS" -d "${RATE_DURATION}s" "${series[@]}")
 				w1=$(child_ticks)
 				b1=$(busy_ticks)
 				# shellcheck disable=SC2086
@@ -773,6 +781,11 @@ tr -d '\n' <"$TMP/env.json" >>"$RESULTS"
 echo >>"$RESULTS"
 
 $BT report -in "$RESULTS" -gobench "$GOBENCH"
+if [ "$SERIES" != 0 ]; then
+	mkdir -p .run
+	cp "$TMP"/series-*.csv "$TMP/plain.log" "$TMP/chain.log" .run/ 2>/dev/null || true
+	log "latency series and the servers' logs (GC trace): .run/series-*.csv, .run/plain.log, .run/chain.log"
+fi
 if [ "$PROFILE" != 0 ] && [ -s "$TMP/chain.cpu.pprof" ]; then
 	mkdir -p .run
 	cp "$TMP/chain.cpu.pprof" .run/chain.cpu.pprof

@@ -130,14 +130,12 @@ func (s *Store) gather(batch *[]*pending, urgent *bool) bool {
 // runBatch applies a batch in as few transactions as Badger's size limit
 // allows (usually one), makes it durable, then answers every op.
 func (s *Store) runBatch(batch []*pending) {
-	if s.space != nil {
-		if err := s.space.write(0); err != nil {
-			for _, p := range batch {
-				p.res, p.err = nil, fmt.Errorf("store write: %w", err)
-				close(p.done)
-			}
-			return
+	if err := s.space.write(0); err != nil {
+		for _, p := range batch {
+			p.res, p.err = nil, fmt.Errorf("store write: %w", err)
+			close(p.done)
 		}
+		return
 	}
 	var committed []*pending // ops of transactions that committed
 	wrote := false
@@ -148,7 +146,7 @@ func (s *Store) runBatch(batch []*pending) {
 			wrote = true
 		}
 		err := w.commit()
-		if err == nil && s.space != nil {
+		if err == nil {
 			s.space.wrote(w.size)
 		}
 		for _, p := range group {

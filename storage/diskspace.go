@@ -74,13 +74,28 @@ func (g *spaceGuard) room(need, keep int64) error {
 
 // wrote counts n bytes written since the last measure.
 func (g *spaceGuard) wrote(n int64) {
+	if g == nil {
+		return
+	}
 	g.mu.Lock()
 	g.left -= n
 	g.mu.Unlock()
 }
 
-// enqueue is room for an enqueue of need bytes.
-func (g *spaceGuard) enqueue(need int64) error { return g.room(need, g.floor) }
+// enqueue is room for an enqueue of need bytes. A nil guard (MinFreeSpace
+// < 0) refuses nothing, here and in write and wrote.
+func (g *spaceGuard) enqueue(need int64) error {
+	if g == nil {
+		return nil
+	}
+	return g.room(need, g.floor)
+}
 
-// write is room for a Badger write of need bytes.
-func (g *spaceGuard) write(need int64) error { return g.room(need, g.floor/2) }
+// write is room for a Badger write of need bytes: every writer of Badger
+// asks (the committer, the notification log, the value-log GC).
+func (g *spaceGuard) write(need int64) error {
+	if g == nil {
+		return nil
+	}
+	return g.room(need, g.floor/2)
+}

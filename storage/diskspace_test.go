@@ -44,6 +44,11 @@ func TestMinFreeSpaceFloors(t *testing.T) {
 			if d, err := s.Get(b.ID); err != nil || d.State != StatePending || len(d.Attempts) != 0 {
 				t.Fatalf("the refused outcome changed %s: %+v, %v", b.ID, d, err)
 			}
+			// The notification log writes beside the committer: refused too.
+			n := []Notification{{At: clk.Now(), Outcome: Outcomes[0]}}
+			if err := s.AppendNotifications(n); !errors.Is(err, ErrDiskFull) {
+				t.Fatalf("notification log below MinFreeSpace/2: %v, want ErrDiskFull", err)
+			}
 
 			free.Store(1 << 30) // no clock step: a refusal measures again at once
 			enqueueOne(t, s, "1001", "n=4")

@@ -214,11 +214,9 @@ func (s *Store) maintain(ctx context.Context) error {
 func (s *Store) gcValueLog(ctx context.Context) error {
 	// A rewrite writes a new value-log file before it frees the old one,
 	// outside the committer, so it needs the room first.
-	if s.space != nil {
-		if err := s.space.write(s.opts.ValueLogFileSize); err != nil {
-			s.log.Warn("value log gc skipped", "error", err)
-			return nil
-		}
+	if err := s.space.write(s.opts.ValueLogFileSize); err != nil {
+		s.log.Warn("value log gc skipped", "error", err)
+		return nil
 	}
 	for range 64 {
 		if ctx.Err() != nil {

@@ -74,6 +74,10 @@ func (s *Store) AppendNotifications(ns []Notification) error {
 	if len(ns) == 0 {
 		return nil
 	}
+	// Written beside the committer, so the disk's floor is checked here too.
+	if err := s.space.write(0); err != nil {
+		return fmt.Errorf("append notifications: %w", err)
+	}
 	return s.read(func() error {
 		wb := s.db.NewWriteBatch()
 		defer wb.Cancel()
@@ -228,6 +232,9 @@ func (s *Store) purgeNotifications(cutoff time.Time) error {
 		})
 		if err != nil || len(keys) == 0 {
 			return err
+		}
+		if err := s.space.write(0); err != nil {
+			return fmt.Errorf("purge notifications: %w", err)
 		}
 		err = s.read(func() error {
 			wb := s.db.NewWriteBatch()

@@ -26,10 +26,8 @@ func (s *Store) Enqueue(ctx context.Context, items []NewDelivery) ([]Delivery, e
 			return nil, fmt.Errorf("enqueue: payload of %d bytes is too large", len(it.Payload))
 		}
 	}
-	if s.space != nil {
-		if err := s.space.enqueue(payloadBytes(items)); err != nil {
-			return nil, fmt.Errorf("enqueue: %w", err)
-		}
+	if err := s.space.enqueue(payloadBytes(items)); err != nil {
+		return nil, fmt.Errorf("enqueue: %w", err)
 	}
 	if s.journal != nil && !anyHeld(items) {
 		return s.enqueueJournaled(ctx, items)

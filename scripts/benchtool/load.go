@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -28,6 +30,7 @@ func cmdLoad(args []string) error {
 	rate := fs.Float64("rate", 2000, "requests per second")
 	conns := fs.Int("conns", 32, "connections (and concurrent requests at most)")
 	dur := fs.Duration("d", 10*time.Second, "duration")
+	series := fs.String("series", "", "also write each request's due time and latency (CSV, µs) to this file")
 	_ = fs.Parse(args)
 	if *url == "" || *bodyFile == "" || *rate <= 0 || *conns <= 0 {
 		return errors.New("-url, -body, a positive -rate and -conns are required")
@@ -40,12 +43,8 @@ func cmdLoad(args []string) error {
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	n := int(*rate * dur.Seconds())
 	due := make(chan time.Time, n)
-	type res struct {
-		lat   []time.Duration
-		bad   int
-		bytes int64
-	}
-	results := make([]res, *conns)
+	results := make([]loadConn, *conns)
+	start := time.Now().Add(10 * time.Millisecond) // the workers are running by then
 	var wg sync.WaitGroup
 	for w := range *conns {
 		wg.Add(1)
@@ -67,10 +66,10 @@ func cmdLoad(args []string) error {
 					r.bad++
 				}
 				r.lat = append(r.lat, time.Since(at))
+				r.due = append(r.due, at.Sub(start))
 			}
 		}()
 	}
-	start := time.Now()
 	interval := time.Duration(float64(time.Second) / *rate)
 	for i := range n {
 		at := start.Add(time.Duration(i) * interval)
@@ -89,6 +88,11 @@ func cmdLoad(args []string) error {
 		all = append(all, r.lat...)
 		bad += r.bad
 		nbytes += r.bytes
+	}
+	if *series != "" {
+		if err := writeSeries(*series, start, results); err != nil {
+			return err
+		}
 	}
 	slices.Sort(all)
 	pct := func(p float64) int64 {
@@ -111,4 +115,31 @@ func cmdLoad(args []string) error {
 		"rate": *rate, "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99), "p999_us": pct(99.9),
 		"max_us": pct(100), "mean_us": round3(mean),
 	})
+}
+
+// loadConn is what one connection of cmdLoad measured.
+type loadConn struct {
+	due   []time.Duration // of each request, since the start (the series)
+	lat   []time.Duration
+	bad   int
+	bytes int64
+}
+
+// writeSeries writes every request's due time and latency, in due order, so
+// that a stall can be placed in time (beside the server's GC or compactions).
+func writeSeries(path string, start time.Time, conns []loadConn) error {
+	type point struct{ due, lat time.Duration }
+	var pts []point
+	for _, c := range conns {
+		for i := range c.lat {
+			pts = append(pts, point{c.due[i], c.lat[i]})
+		}
+	}
+	slices.SortFunc(pts, func(a, b point) int { return cmp.Compare(a.due, b.due) })
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# start_unix_us=%d\ndue_us,latency_us\n", start.UnixMicro())
+	for _, p := range pts {
+		fmt.Fprintf(&b, "%d,%d\n", p.due.Microseconds(), p.lat.Microseconds())
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
 }
