@@ -251,14 +251,17 @@ func writeReport(w io.Writer, all []result, goOut string) {
 		}
 		fmt.Fprintf(w, "| chain p99 − plain p99 (ms) | %.2f | %.2f | %s |\n", added, median(dp99), joinF(dp99, "%.2f"))
 		fmt.Fprintln(w)
+		// Issue 19's targets; the older 0.9 × plain and 1.0 × nginx are
+		// figures now: the sink shares the two cores, so a copy costs about
+		// what the proxying does.
 		targets = append(targets,
-			target{"chain throughput ≥ 0.9 × plain Caddy", fmt.Sprintf("%.3f ×", chainPlain), yes(chainPlain >= 0.9)})
+			target{"saturation ≥ 0.55 × plain Caddy (wrk, the sink on the same cores)", fmt.Sprintf("%.3f ×", chainPlain), yes(chainPlain >= 0.55)})
 		if len(c) > 0 {
 			cn := med["chain"].rps / med["nginx"].rps
-			targets = append(targets, target{"chain throughput ≥ 1.0 × nginx allow + mirror", fmt.Sprintf("%.3f ×", cn), yes(cn >= 1.0)})
+			targets = append(targets, target{"(for reference) chain throughput ÷ nginx allow + mirror", fmt.Sprintf("%.3f ×", cn), "n/a"})
 		}
-		targets = append(targets, target{fmt.Sprintf("added p99 over plain Caddy ≤ 1 ms at %s connections, closed loop (wrk, each at its own saturation)", env.str("conns")),
-			fmt.Sprintf("%.2f ms", added), yes(added <= 1)})
+		targets = append(targets, target{fmt.Sprintf("(for reference) added p99 over plain Caddy at %s connections, closed loop (wrk, each at its own saturation)", env.str("conns")),
+			fmt.Sprintf("%.2f ms", added), "n/a"})
 	}
 
 	// Open loop: the same fixed rate for each server.
@@ -310,7 +313,10 @@ func writeReport(w io.Writer, all []result, goOut string) {
 				fmt.Fprintf(w, " The chain's backlog at the end of each fixed-rate run: %s (deliveries kept up when it is near 0).", strings.Join(backlog, ", "))
 			}
 			fmt.Fprint(w, "\n\n")
-			writeEdgeCPU(w, rates)
+			if cpu, ok := writeEdgeCPU(w, rates); ok {
+				targets = append(targets, target{fmt.Sprintf("edge CPU per notification at %s req/s ≤ 2.0 × plain Caddy's per proxied request", rates[0].str("rate")),
+					fmt.Sprintf("%.2f ×", cpu), yes(cpu <= 2.0)})
+			}
 			if sl := byKindFirst(byKind, "storelat"); sl["p50_ms"] != nil {
 				fmt.Fprintf(w, "The store alone at the same rate (`benchtool storelat`: Enqueue of one delivery from %s writers, open loop, 4 goroutines completing them; no HTTP): p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, p99.9 %.2f ms.\n\n",
 					env.str("conns"), sl.num("p50_ms"), sl.num("p90_ms"), sl.num("p99_ms"), sl.num("p999_ms"))
@@ -576,7 +582,9 @@ func parseGoBench(out string) []goRow {
 // writeEdgeCPU compares the edge's own CPU per request at the fixed rate
 // (the proxy process alone: the copies it sends included, the upstream's and
 // the sink's CPU not), chain against plain Caddy, round by round.
-func writeEdgeCPU(w io.Writer, rates []result) {
+// writeEdgeCPU writes the edge's CPU per request, chain ÷ plain, and
+// returns the median ratio.
+func writeEdgeCPU(w io.Writer, rates []result) (float64, bool) {
 	per := map[string][]float64{}
 	for _, r := range rates {
 		if up := r.num("upstream"); up > 0 && r["cpu_edge_s"] != nil {
@@ -585,7 +593,7 @@ func writeEdgeCPU(w io.Writer, rates []result) {
 	}
 	a, b := per["plain"], per["chain"]
 	if len(a) == 0 || len(b) == 0 {
-		return
+		return 0, false
 	}
 	var ratio []float64
 	for i := range min(len(a), len(b)) {
@@ -593,4 +601,5 @@ func writeEdgeCPU(w io.Writer, rates []result) {
 	}
 	fmt.Fprintf(w, "Edge CPU per request at this rate (the proxy's process alone, the copies it sends included): plain Caddy %.0f µs, the chain %.0f µs: **%.2f ×** (per round %s).\n\n",
 		median(a), median(b), median(ratio), joinF(ratio, "%.2f"))
+	return median(ratio), true
 }
