@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/hashicorp/raft-wal/segment"
 )
 
 // The journal is the request path's durability point (docs/journal.md): each
@@ -39,6 +40,7 @@ type journal struct {
 	dir     string
 	segment int
 	log     *slog.Logger
+	files   *zeroedSegments // raft-wal's file system, with segments zeroed ahead
 
 	// mu guards the WAL against a reopen (recover) under a reader.
 	mu   sync.Mutex
@@ -60,8 +62,9 @@ func openJournal(dir string, key []byte, segment int, log *slog.Logger) (*journa
 	if err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", dir, err)
 	}
-	j := &journal{seal: seal, dir: dir, segment: segment, log: log}
+	j := &journal{seal: seal, dir: dir, segment: segment, log: log, files: newZeroedSegments(dir, segment, log)}
 	if err := j.openWAL(); err != nil {
+		j.files.close()
 		return nil, fmt.Errorf("open journal %s: %w", dir, err)
 	}
 	last, err := j.w.LastIndex()
@@ -77,6 +80,7 @@ func (j *journal) openWAL() error {
 	meta := &metadb.BoltMetaDB{}
 	w, err := wal.Open(j.dir,
 		wal.WithMetaStore(meta),
+		wal.WithSegmentFiler(segment.NewFiler(j.dir, j.files)),
 		wal.WithSegmentSize(j.segment),
 		wal.WithLogger(hclog.New(&hclog.LoggerOptions{
 			Name:   "journal",
@@ -205,7 +209,9 @@ func (j *journal) reset() error {
 func (j *journal) close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return errors.Join(j.w.Close(), j.meta.Close())
+	err := errors.Join(j.w.Close(), j.meta.Close())
+	j.files.close()
+	return err
 }
 
 // slogWriter passes raft-wal's log lines (warnings and errors only) to slog.

@@ -352,3 +352,42 @@ func TestJournalTableKeepsNothingOfWhatLeft(t *testing.T) {
 		t.Fatalf("queues hold %d and %d entries after 500 deliveries left the table", all, din)
 	}
 }
+
+// New segments are the spares zeroed ahead (journalfiles.go), and what is
+// appended to them is replayed like what went to raft-wal's own files.
+func TestJournalSegmentsComeZeroed(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	opts := Options{Dir: dir, EncryptionKey: journalTestKey, JournalSegmentSize: 32 << 10, crashClose: true}
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := s.journal.files
+	var enq []Delivery
+	for round := range 3 {
+		z.wg.Wait() // the spare for the next rotation is written
+		if _, err := os.Stat(filepath.Join(journalPath(dir), spareSegment)); err != nil {
+			t.Fatalf("round %d: no spare segment ready: %v", round, err)
+		}
+		used := z.used.Load()
+		for n := range 40 { // 40 KiB: at least one rotation of a 32 KiB segment
+			enq = append(enq, enqueueOne(t, s, "K", fmt.Sprintf("r=%d&n=%d&%s", round, n, strings.Repeat("z", 1000))))
+		}
+		if z.used.Load() == used {
+			t.Fatalf("round %d: the rotation did not take the spare", round)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	opts.crashClose = false
+	s = openQueue(t, opts)
+	if s.replayed != len(enq) {
+		t.Fatalf("replayed %d, want %d", s.replayed, len(enq))
+	}
+	for _, d := range enq {
+		if p, err := s.Payload(d.ID); err != nil || !strings.HasPrefix(string(p), "r=") {
+			t.Fatalf("payload of %s after replay: %.20q, %v", d.ID, p, err)
+		}
+	}
+}
