@@ -69,7 +69,7 @@ func newMetrics() *Metrics {
 		AlertsSuppressed: counter("alerts_suppressed_total", "Events folded into a later alert by min_interval, by event.", "event"),
 		Notifications:    counter("notifications_total", "Requests seen by a postback handler, by outcome (accepted, refused, replay_answered, replay_in_flight).", "outcome"),
 		NotificationsDropped: counter("notifications_dropped_total",
-			"Notification log records not kept, by reason (queue_full, budget: the hourly budget of records that were not accepted).", "reason"),
+			"Notification log records not kept, by reason (queue_full, budget: the hourly budget of records that were not accepted, disk_full: the store keeping its min_free_space).", "reason"),
 		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "queue_depth", Help: "Pending deliveries.",
 		}, []string{"din"}),

@@ -2,6 +2,7 @@ package notelog
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -176,9 +177,17 @@ func (l *Log) run() {
 		if len(batch) == 0 {
 			return
 		}
-		if err := l.o.Sink.AppendNotifications(batch); err != nil {
+		err := l.o.Sink.AppendNotifications(batch)
+		switch {
+		case errors.Is(err, storage.ErrDiskFull):
+			// The store logs the full disk once; every batch until it is
+			// freed would log it again, five times a second.
+			for range batch {
+				l.drop("disk_full")
+			}
+		case err != nil:
 			l.o.Logger.Error("notification log: records not written", "records", len(batch), "error", err.Error())
-		} else if l.o.Counters != nil {
+		case l.o.Counters != nil:
 			for _, n := range batch {
 				l.o.Counters.Logged(n.Outcome)
 			}

@@ -2,6 +2,7 @@ package notelog
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -194,5 +195,26 @@ func TestRecordsAreBounded(t *testing.T) {
 	r := got[0]
 	if len(r.Host) != maxHost || len(r.Path) != maxPath || len(r.Method) != maxMethod || len(r.Labels["ctransreceipt"]) != maxLabelValue {
 		t.Errorf("record sizes host %d path %d method %d label %d", len(r.Host), len(r.Path), len(r.Method), len(r.Labels["ctransreceipt"]))
+	}
+}
+
+type fullSink struct{}
+
+func (fullSink) AppendNotifications([]storage.Notification) error {
+	return fmt.Errorf("append notifications: %w: 1 bytes free", storage.ErrDiskFull)
+}
+
+// On a full disk the records are dropped and counted as disk_full, not
+// logged as errors batch after batch.
+func TestFullDiskDropsRecords(t *testing.T) {
+	c := newCounts()
+	l := New(Options{Sink: fullSink{}, Counters: c})
+	l.Start()
+	for range 3 {
+		l.Finish(NewNote(Request{At: at}), 200, nil)
+	}
+	stop(t, l)
+	if c.dropped["disk_full"] != 3 || len(c.logged) != 0 {
+		t.Errorf("dropped %v, logged %v; want 3 disk_full, none logged", c.dropped, c.logged)
 	}
 }
