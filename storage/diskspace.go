@@ -34,10 +34,11 @@ type spaceGuard struct {
 	free  func(dir string) (int64, error) // freeSpace, or Options.diskFree
 	now   func() time.Time
 
-	mu   sync.Mutex
-	left int64     // free bytes at the last measure, less what was written since
-	at   time.Time // of the last measure
-	full bool      // refusing, as last logged
+	mu    sync.Mutex
+	left  int64     // free bytes at the last measure, less what was written since
+	at    time.Time // of the last measure
+	full  bool      // refusing, as last logged
+	blind bool      // the last measure failed, as logged
 }
 
 // room reports ErrDiskFull when writing about need bytes would leave less
@@ -50,10 +51,13 @@ func (g *spaceGuard) room(need, keep int64) error {
 	if g.now().Sub(g.at) >= spaceCheckEvery || g.left-need < keep {
 		free, err := g.free(g.dir)
 		if err != nil {
-			// A filesystem that cannot say is not refused.
-			g.log.Warn("store: measuring free disk space failed", "dir", g.dir, "error", err)
+			// A filesystem that cannot say is not refused; said once.
+			if !g.blind {
+				g.log.Warn("store: measuring free disk space failed; not checked until it works", "dir", g.dir, "error", err)
+			}
 			free = 1 << 62
 		}
+		g.blind = err != nil
 		g.left, g.at = free, g.now()
 	}
 	if g.left-need < keep {
