@@ -1,9 +1,7 @@
 package storage
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -69,11 +66,8 @@ func TestFullDisk(t *testing.T) {
 
 // fullDiskLife is what one writer process acknowledged, and how it ended.
 type fullDiskLife struct {
-	enq     map[string]string // id → payload
-	outcome map[string]string // id → D (delivered) or R (retry)
-	errs    []string
-	opened  bool
-	ended   string
+	*ackLines
+	ended string
 }
 
 // TestFullDiskInside is run by TestFullDisk on the tmpfs it mounted.
@@ -87,15 +81,11 @@ func TestFullDiskInside(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(mnt, "db")
-	enq, outcome := map[string]string{}, map[string]string{}
-	keep := func(life *fullDiskLife) {
-		merge(enq, life.enq)
-		merge(outcome, life.outcome)
-	}
+	all := newAckLines() // over every life
 
 	// Life 1 writes until the store refuses, and goes on trying.
 	life := runFullDiskWriter(t, dir, func(l *fullDiskLife) bool { return len(l.errs) == 400 })
-	keep(&life)
+	all.merge(life.ackLines)
 	t.Logf("life 1: %s", life)
 	if !life.opened || len(life.enq) == 0 || len(life.errs) == 0 {
 		t.Fatalf("life 1 did not fill the disk: %s", life)
@@ -104,7 +94,7 @@ func TestFullDiskInside(t *testing.T) {
 	// Life 2 starts on the full disk: Open fails with an error or opens;
 	// neither may lose or corrupt anything.
 	life = runFullDiskWriter(t, dir, func(l *fullDiskLife) bool { return len(l.errs) == 50 })
-	keep(&life)
+	all.merge(life.ackLines)
 	t.Logf("life 2, on the full disk: %s", life)
 
 	// Life 3 has room; then another process fills the disk below the floor
@@ -127,7 +117,7 @@ func TestFullDiskInside(t *testing.T) {
 		}
 		return freedAt > 0 && len(l.enq) == freedAt+200
 	})
-	keep(&life)
+	all.merge(life.ackLines)
 	t.Logf("life 3, the disk filled by another process and freed: %s", life)
 	if freedAt == 0 || len(life.enq) < freedAt+200 {
 		t.Fatalf("life 3 did not take enqueues again once the disk was freed: %s", life)
@@ -138,25 +128,7 @@ func TestFullDiskInside(t *testing.T) {
 		t.Fatalf("open once space is freed: %v", err)
 	}
 	defer s.Close()
-	for id, payload := range enq {
-		d, err := s.Get(id)
-		if err != nil {
-			t.Fatalf("acknowledged %s lost: %v", id, err)
-		}
-		if outcome[id] == "D" {
-			if d.State != StateDelivered {
-				t.Fatalf("acknowledged delivery of %s lost: %s", id, d.State)
-			}
-			continue
-		}
-		if d.State == StateDelivered {
-			continue // recorded just before an error or the kill, unprinted
-		}
-		p, err := s.Payload(id)
-		if err != nil || string(p) != payload {
-			t.Fatalf("payload of %s = %.40q, %v; want %.40q", id, p, err, payload)
-		}
-	}
+	checkAcknowledged(t, s, "once the disk was freed", all, 3)
 	countersMatchRecords(t, s, "K", 2*time.Hour)
 	enqueueOne(t, s, "K", "after=the-disk-was-freed")
 }
@@ -194,12 +166,6 @@ func first(s []string) string {
 	return s[0]
 }
 
-func merge(dst, src map[string]string) {
-	for k, v := range src {
-		dst[k] = v
-	}
-}
-
 func (l fullDiskLife) String() string {
 	return fmt.Sprintf("opened %v, %d acknowledged, %d errors (first: %s), ended: %s", l.opened, len(l.enq), len(l.errs), first(l.errs), l.ended)
 }
@@ -208,45 +174,22 @@ func (l fullDiskLife) String() string {
 // line it reports, until step says to kill it (or it ends by itself).
 func runFullDiskWriter(t *testing.T, dir string, step func(*fullDiskLife) (kill bool)) fullDiskLife {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFullDiskWriter$", "-test.count=1")
-	cmd.Env = append(os.Environ(), fullDiskWriterEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	life := fullDiskLife{enq: map[string]string{}, outcome: map[string]string{}}
+	cmd, sc, stderr := startWriter(t, "TestFullDiskWriter", fullDiskWriterEnv+"="+dir)
+	life := fullDiskLife{ackLines: newAckLines()}
 	killed := false
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 4096), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		f := strings.Fields(line)
-		switch {
-		case line == "OPEN":
-			life.opened = true
-		case len(f) == 3 && f[0] == "E":
-			life.enq[f[1]] = f[2]
-		case len(f) == 2 && (f[0] == "D" || f[0] == "R"):
-			life.outcome[f[1]] = f[0]
-		case strings.HasPrefix(line, "ERR "):
-			if !strings.Contains(line, ErrDiskFull.Error()) && !strings.Contains(line, "no space left on device") {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				t.Fatalf("an error that is not the full disk's: %s", line)
-			}
-			life.errs = append(life.errs, line[4:])
+		if e, isErr := life.add(line); isErr && !strings.Contains(e, ErrDiskFull.Error()) && !strings.Contains(e, "no space left on device") {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("an error that is not the full disk's: %s", line)
 		}
 		if !killed && step(&life) {
 			killed = true
 			_ = cmd.Process.Kill()
 		}
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	switch {
 	case err == nil:
 		life.ended = "exited"
@@ -259,25 +202,12 @@ func runFullDiskWriter(t *testing.T, dir string, step func(*fullDiskLife) (kill 
 	return life
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
 // TestFullDiskWriter is TestFullDiskInside's writing process: it enqueues
 // and completes, reporting errors and going on, until it is killed.
 func TestFullDiskWriter(t *testing.T) {
 	dir := os.Getenv(fullDiskWriterEnv)
 	if dir == "" {
 		t.Skip("run by TestFullDiskInside")
-	}
-	var mu sync.Mutex
-	say := func(format string, a ...any) {
-		mu.Lock()
-		fmt.Fprintf(os.Stdout, format+"\n", a...)
-		mu.Unlock()
 	}
 	opts := fullDiskOptions(dir)
 	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -287,41 +217,10 @@ func TestFullDiskWriter(t *testing.T) {
 		if s, err = Open(opts); err == nil {
 			break
 		}
-		say("ERR open: %v", err)
+		fmt.Printf("ERR open: %v\n", err)
 		time.Sleep(10 * time.Millisecond)
 	}
-	say("OPEN")
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				payload := fmt.Sprintf("w=%d&i=%d&%s", w, i, strings.Repeat("p", 1000+i%3000))
-				ds, err := s.Enqueue(context.Background(), []NewDelivery{{DIN: "K", Payload: []byte(payload)}})
-				if err != nil {
-					say("ERR enqueue: %v", err)
-					time.Sleep(2 * time.Millisecond)
-					continue
-				}
-				id := ds[0].ID
-				say("E %s %s", id, payload)
-				var out Outcome
-				switch i % 3 {
-				case 0:
-					out = Outcome{State: StateDelivered}
-				case 1:
-					out = Outcome{State: StatePending, NextAttempt: time.Now().Add(time.Hour)}
-				default:
-					continue
-				}
-				if _, err := s.Complete(id, Attempt{Status: 200 + 303*(i%2)}, out); err != nil {
-					say("ERR complete: %v", err)
-					continue
-				}
-				say("%s %s", map[bool]string{true: "D", false: "R"}[i%3 == 0], id)
-			}
-		})
-	}
-	wg.Wait()
+	writeAcknowledged(s, 4, 1000, 3, true)
 }
 
 func head(s string, n int) string {
