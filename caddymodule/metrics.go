@@ -3,10 +3,11 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
-	"github.com/postbackedge/caddy-postback/storage"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/postbackedge/caddy-postback/storage"
 )
 
 // Each config load gets a fresh metrics registry, so the collectors live in a

@@ -41,6 +41,19 @@ type spaceGuard struct {
 	blind bool      // the last measure failed, as logged
 }
 
+// newSpaceGuard is the guard of a store opened with o (defaults set); nil
+// when o.MinFreeSpace is negative.
+func newSpaceGuard(o Options) *spaceGuard {
+	if o.MinFreeSpace <= 0 {
+		return nil
+	}
+	g := &spaceGuard{dir: o.Dir, floor: o.MinFreeSpace, log: o.Logger, free: o.diskFree, now: o.Clock}
+	if g.free == nil {
+		g.free = freeSpace
+	}
+	return g
+}
+
 // room reports ErrDiskFull when writing about need bytes would leave less
 // than keep (floor for enqueues, floor/2 for Badger writes) free.
 func (g *spaceGuard) room(need, keep int64) error {

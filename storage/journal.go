@@ -174,34 +174,33 @@ func (j *journal) read(index uint64) ([]byte, error) {
 // it (the next append then finds its segment sealed), and keeping it costs
 // one segment. Its entries are sealed like the rest.
 func (j *journal) release(before uint64) error {
-	first, last, err := j.bounds()
-	if err != nil || last == 0 || before == 0 {
-		return err
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	upTo := min(before-1, last-1)
-	if upTo < first {
+	if before == 0 {
 		return nil
 	}
-	if err := j.w.DeleteRange(first, upTo); err != nil {
-		return fmt.Errorf("journal release up to %d: %w", upTo, err)
-	}
-	return nil
+	return j.dropHead(func(last uint64) uint64 { return min(before-1, last-1) })
 }
 
 // reset releases every entry, tail segment included (raft-wal starts an
 // empty one); the next append keeps the sequence of indexes. Only while
 // nothing appends, and with no rotation pending (at Open).
 func (j *journal) reset() error {
+	return j.dropHead(func(last uint64) uint64 { return last })
+}
+
+// dropHead deletes the entries from the first up to upTo(last), if any.
+func (j *journal) dropHead(upTo func(last uint64) uint64) error {
 	first, last, err := j.bounds()
 	if err != nil || last == 0 {
 		return err
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if err := j.w.DeleteRange(first, last); err != nil {
-		return fmt.Errorf("journal reset: %w", err)
+	end := upTo(last)
+	if end < first {
+		return nil
+	}
+	if err := j.w.DeleteRange(first, end); err != nil {
+		return fmt.Errorf("journal: drop entries %d to %d: %w", first, end, err)
 	}
 	return nil
 }

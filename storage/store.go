@@ -297,12 +297,7 @@ func Open(opts Options) (*Store, error) {
 		maxSize:  db.MaxBatchSize(),
 		maxCount: db.MaxBatchCount(),
 		counters: make(map[string]*dinCounters),
-	}
-	if opts.MinFreeSpace > 0 {
-		s.space = &spaceGuard{dir: opts.Dir, floor: opts.MinFreeSpace, log: opts.Logger, free: opts.diskFree, now: opts.Clock}
-		if s.space.free == nil {
-			s.space.free = freeSpace
-		}
+		space:    newSpaceGuard(opts),
 	}
 	s.due.init()
 	if err := s.load(); err != nil {
