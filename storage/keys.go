@@ -21,7 +21,10 @@ import (
 //	h hour len din            → hourly bucket (codec.go)
 //	r key                     → dedupe record: 8-byte expiry (ns, 0 = none) + value
 //	m name                    → store metadata (schema version)
-//	n id                      → notification log record (notifications.go), JSON
+//
+// and, in the notification log's own database (notificationdb.go):
+//
+//	n id                      → notification log record (notificationcodec.go)
 //
 // The retained history is the d records alone, which are written in id order,
 // so Badger's flushes and compactions touch only their newest end. Schema 1
@@ -38,7 +41,8 @@ const (
 	pfxHour     = 'h'
 	pfxDedupe   = 'r'
 	pfxMeta     = 'm'
-	// pfxNotification is the notification log.
+	// pfxNotification is the notification log (its own database; the
+	// queue's held it before, and Open moves what it still holds).
 	pfxNotification = 'n'
 )
 

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,12 +11,13 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// The notification log: one record per request a postback handler saw,
-// keyed n id (id as for deliveries: its creation time first), so that byte
-// order is time order and the retention purge walks from the oldest. Records
-// are written in unsynced batches by a writer off the request path: a crash
-// loses at most the last second's records, never a delivery. They hold no
-// payload, only the values of the fields named as labels.
+// The notification log: one record per request a postback handler saw, in
+// a database of its own (notificationdb.go), keyed n id (id as for
+// deliveries: its creation time first), so that byte order is time order
+// and the retention purge walks from the oldest. Records are written in
+// unsynced batches by a writer off the request path: a crash loses at most
+// the last second's records, never a delivery. They hold no payload, only
+// the values of the fields named as labels (notificationcodec.go).
 
 // Outcomes of a notification.
 const (
@@ -79,7 +79,7 @@ func (s *Store) AppendNotifications(ns []Notification) error {
 		return fmt.Errorf("append notifications: %w", err)
 	}
 	return s.read(func() error {
-		wb := s.db.NewWriteBatch()
+		wb := s.notes.NewWriteBatch()
 		defer wb.Cancel()
 		for i := range ns {
 			n := &ns[i]
@@ -89,11 +89,7 @@ func (s *Store) AppendNotifications(ns []Notification) error {
 			n.At = norm(n.At)
 			k := newID(n.At.UnixNano())
 			n.ID = k.String()
-			v, err := json.Marshal(n)
-			if err != nil {
-				return fmt.Errorf("append notifications: %w", err)
-			}
-			e := badger.NewEntry(notificationKey(k), v)
+			e := badger.NewEntry(notificationKey(k), encodeNotification(n))
 			if s.opts.Retention > 0 {
 				// Badger's TTL lets compaction drop what the purge missed.
 				e = e.WithTTL(s.opts.Retention + time.Hour)
@@ -134,7 +130,7 @@ func (s *Store) Notifications(f NotificationFilter) (items []Notification, nextC
 		seek = binary.BigEndian.AppendUint64([]byte{pfxNotification}, uint64(max(f.Until.UnixNano(), 0)))
 	}
 	err = s.read(func() error {
-		return s.db.View(func(txn *badger.Txn) error {
+		return s.notes.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true})
 			defer it.Close()
 			budget := listScanBudget
@@ -164,8 +160,12 @@ func (s *Store) Notifications(f NotificationFilter) (items []Notification, nextC
 				budget--
 				last = i
 				var n Notification
-				if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &n) }); err != nil {
-					return fmt.Errorf("notification %s: %w", i, err)
+				err := item.Value(func(v []byte) (err error) {
+					n, err = decodeNotification(i, v)
+					return err
+				})
+				if err != nil {
+					return err
 				}
 				if !f.matches(&n) {
 					continue
@@ -217,7 +217,7 @@ func (s *Store) purgeNotifications(cutoff time.Time) error {
 	for {
 		var keys [][]byte
 		err := s.read(func() error {
-			return s.db.View(func(txn *badger.Txn) error {
+			return s.notes.View(func(txn *badger.Txn) error {
 				it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pfxNotification}})
 				defer it.Close()
 				for it.Rewind(); it.Valid() && len(keys) < purgeChunk; it.Next() {
@@ -237,7 +237,7 @@ func (s *Store) purgeNotifications(cutoff time.Time) error {
 			return fmt.Errorf("purge notifications: %w", err)
 		}
 		err = s.read(func() error {
-			wb := s.db.NewWriteBatch()
+			wb := s.notes.NewWriteBatch()
 			defer wb.Cancel()
 			for _, k := range keys {
 				if err := wb.Delete(k); err != nil {

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -24,12 +25,7 @@ func RotateKey(dir string, oldKey, newKey []byte) error {
 		return fmt.Errorf("rotate key %s: %w", dir, err)
 	}
 	defer unlock()
-	opt := badger.KeyRegistryOptions{
-		Dir:                           dir,
-		ReadOnly:                      true,
-		EncryptionKey:                 oldKey,
-		EncryptionKeyRotationDuration: 10 * 24 * time.Hour,
-	}
+	opt := registryOptions(dir, oldKey)
 	kr, err := badger.OpenKeyRegistry(opt)
 	if err != nil {
 		if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
@@ -38,15 +34,50 @@ func RotateKey(dir string, oldKey, newKey []byte) error {
 		return fmt.Errorf("rotate key %s: open key registry: %w", dir, err)
 	}
 	defer kr.Close()
-	// The journal's data key is wrapped by the store key too
-	// (journalkey.go); it goes first, and a rotation run again after a
-	// failure finds it done.
+	// The journal's data key (journalkey.go) and the notification log's
+	// registry are wrapped by the store key too. They go first, and each
+	// finds itself done when a rotation is run again after a failure.
 	if err := rotateJournalKey(dir, oldKey, newKey); err != nil {
 		return fmt.Errorf("rotate key %s: %w", dir, err)
+	}
+	if err := rotateNotesRegistry(filepath.Join(dir, notificationsDir), oldKey, newKey); err != nil {
+		return fmt.Errorf("rotate key %s: notification log: %w", dir, err)
 	}
 	opt.EncryptionKey = newKey
 	if err := badger.WriteKeyRegistry(kr, opt); err != nil {
 		return fmt.Errorf("rotate key %s: write key registry: %w", dir, err)
+	}
+	return nil
+}
+
+func registryOptions(dir string, key []byte) badger.KeyRegistryOptions {
+	return badger.KeyRegistryOptions{
+		Dir:                           dir,
+		ReadOnly:                      true,
+		EncryptionKey:                 key,
+		EncryptionKeyRotationDuration: 10 * 24 * time.Hour,
+	}
+}
+
+// rotateNotesRegistry rewraps the notification log's data keys, unless its
+// registry is already wrapped by newKey, or it has none yet (a store not
+// opened since the log has its own database).
+func rotateNotesRegistry(dir string, oldKey, newKey []byte) error {
+	if _, err := os.Stat(filepath.Join(dir, badger.KeyRegistryFileName)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if kr, err := badger.OpenKeyRegistry(registryOptions(dir, newKey)); err == nil {
+		return kr.Close() // rotated already, by a rotation that failed after it
+	}
+	opt := registryOptions(dir, oldKey)
+	kr, err := badger.OpenKeyRegistry(opt)
+	if err != nil {
+		return fmt.Errorf("open key registry: %w", err)
+	}
+	defer kr.Close()
+	opt.EncryptionKey = newKey
+	if err := badger.WriteKeyRegistry(kr, opt); err != nil {
+		return fmt.Errorf("write key registry: %w", err)
 	}
 	return nil
 }

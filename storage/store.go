@@ -179,6 +179,7 @@ func (o *Options) setDefaults() {
 type Store struct {
 	opts  Options
 	db    *badger.DB
+	notes *badger.DB // the notification log's own database (notificationdb.go)
 	log   *slog.Logger
 	space *spaceGuard // nil: MinFreeSpace < 0
 
@@ -300,8 +301,12 @@ func Open(opts Options) (*Store, error) {
 		space:    newSpaceGuard(opts),
 	}
 	s.due.init()
+	if err := s.openNotes(); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	if err := s.load(); err != nil {
 		db.Close()
+		s.notes.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	go s.commitLoop()
@@ -477,7 +482,7 @@ func (s *Store) closeBadger() error {
 	close(s.ops)
 	s.closeMu.Unlock()
 	<-s.done
-	return s.db.Close()
+	return errors.Join(s.db.Close(), s.notes.Close())
 }
 
 // read runs f unless the store is closed, keeping Close out meanwhile.

@@ -1,0 +1,141 @@
+package storage
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// The notification log has a Badger database of its own, in the folder
+// notifications under Dir. Badger compacts a memtable flush into the
+// tables of the next level that its key range spans. In the queue's
+// database every flush held the newest delivery records, the counters and
+// the newest log records, so its range spanned the log's whole history
+// between them, and each flush rewrote it: measured, 2 KB written to disk
+// per notification, against 140 bytes without the log. Alone, the log's
+// keys only grow, and each flush touches only its newest end
+// (docs/performance-history.md, "The notification log's own store").
+const notificationsDir = "notifications"
+
+// notificationDBOptions: records are small and always stay in the tables
+// (no value log, so no value-log GC); writes are unsynced, as they always
+// were (a crash of the machine loses at most the last second's records);
+// small memtable and caches, since nothing on the request path reads it.
+func notificationDBOptions(o Options) badger.Options {
+	const memTable = 2 << 20
+	bo := badger.DefaultOptions(filepath.Join(o.Dir, notificationsDir)).
+		WithLogger(badgerLogger{o.Logger.With("db", notificationsDir)}).
+		WithMetricsEnabled(false).
+		WithDetectConflicts(false).
+		WithSyncWrites(false).
+		WithMemTableSize(memTable).
+		WithNumMemtables(1).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithBaseTableSize(1 << 20).
+		WithBaseLevelSize(2 << 20).
+		WithBlockCacheSize(1 << 20).
+		WithIndexCacheSize(2 << 20).
+		WithValueLogFileSize(16 << 20).
+		WithValueThreshold(15 * memTable / 100).
+		WithCompression(options.None)
+	if len(o.EncryptionKey) > 0 {
+		bo = bo.WithEncryptionKey(o.EncryptionKey)
+	}
+	if o.tune != nil {
+		bo = o.tune(bo)
+	}
+	return bo
+}
+
+// openNotes opens the log's database and moves into it what the queue's
+// database still holds of the log; on failure it closes the queue's.
+func (s *Store) openNotes() error {
+	db, err := badger.Open(notificationDBOptions(s.opts))
+	if err != nil {
+		s.db.Close()
+		return fmt.Errorf("notification log: %w", err)
+	}
+	s.notes = db
+	if err := s.moveNotifications(); err != nil {
+		s.db.Close()
+		db.Close()
+		return err
+	}
+	return nil
+}
+
+// moveChunk is how many records one step of moveNotifications copies.
+const moveChunk = 4096
+
+// moveNotifications moves the log records that a store made before the
+// log had its own database (JSON, in the queue's database) into it, in
+// the current format. Each chunk is synced in its new place before it is
+// deleted from the old one, so a crash only repeats a chunk. A record that
+// cannot be decoded is dropped with a warning: it could not be listed.
+func (s *Store) moveNotifications() error {
+	prefix := []byte{pfxNotification}
+	moved, dropped := 0, 0
+	for {
+		var keys [][]byte
+		wb := s.notes.NewWriteBatch()
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Rewind(); it.Valid() && len(keys) < moveChunk; it.Next() {
+				item := it.Item()
+				k := item.KeyCopy(nil)
+				keys = append(keys, k)
+				var n Notification
+				err := item.Value(func(v []byte) error { return json.Unmarshal(v, &n) })
+				if len(k) != 1+idLen || err != nil {
+					s.log.Warn("notification log: unreadable record dropped while moving the log", "key", fmt.Sprintf("%x", k), "error", err)
+					dropped++
+					continue
+				}
+				e := badger.NewEntry(k, encodeNotification(&n))
+				e.ExpiresAt = item.ExpiresAt()
+				if err := wb.SetEntry(e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			err = wb.Flush()
+		}
+		wb.Cancel()
+		if err == nil && len(keys) > 0 {
+			err = s.notes.Sync()
+		}
+		if err != nil {
+			return fmt.Errorf("move notification log: %w", err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		del := s.db.NewWriteBatch()
+		for _, k := range keys {
+			if err = del.Delete(k); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = del.Flush()
+		}
+		del.Cancel()
+		if err != nil {
+			return fmt.Errorf("move notification log: %w", err)
+		}
+		moved += len(keys)
+	}
+	if moved > 0 {
+		s.log.Info("notification log moved into its own database", "records", moved-dropped, "dropped", dropped, "dir", filepath.Join(s.opts.Dir, notificationsDir))
+	}
+	return nil
+}
