@@ -127,6 +127,7 @@ BENCH_DB_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 CPU_PROBE_START=$($BT cpuprobe)
 $BT fsynclat -dir "$TMP" -d 3s | $BT tag kind=fsync >>"$RESULTS"
+$BT jitter -d 3s | $BT tag kind=jitter >>"$RESULTS"
 
 read -r P_UP P_SINK_TLS P_SINK_HTTP P_PLAIN P_CHAIN P_NGINX A_PLAIN A_CHAIN P_DEAD P_CHECKS A_CHECKS P_HELD A_HELD P_NOLOG A_NOLOG <<<"$($BT ports -n 15)"
 
@@ -765,6 +766,8 @@ if [ "$RATE" != 0 ] && [ "$RUN_MAIN" = 1 ]; then
 	$BT storelat -dir "$TMP/storelat" -rate "$RATE" -conns "$CONNS" -workers 4 -d "${RATE_DURATION}s" -key "$key" |
 		$BT tag kind=storelat >>"$RESULTS"
 	rm -rf "$TMP/storelat"
+	log "the disk's floor: requests at $RATE/s, each waiting for the next write+fsync"
+	$BT fsynclat -dir "$TMP" -rate "$RATE" -d "${RATE_DURATION}s" | $BT tag kind=fsyncfloor >>"$RESULTS"
 fi
 
 CPU_PROBE_END=$($BT cpuprobe)

@@ -15,6 +15,7 @@
 //	benchtool tag       key=value... < json
 //	benchtool ports     -n N
 //	benchtool cpuprobe
+//	benchtool jitter    -d 3s
 //	benchtool fsynclat  -dir DIR -d 3s
 //	benchtool storelat  -dir DIR -rate 2000 -conns 32 -workers 4 -d 8s
 //	benchtool load      -url URL -body FILE -rate R -conns 32 -d 10s
@@ -46,6 +47,7 @@ func main() {
 		"storelat":   cmdStoreLat,
 		"fsynclat":   cmdFsyncLat,
 		"cpuprobe":   cmdCPUProbe,
+		"jitter":     cmdJitter,
 		"report":     cmdReport,
 	}
 	f, ok := cmds[os.Args[1]]
@@ -59,6 +61,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool upstream|sink|wrklua|count|drain|fill|firstserve|rss|notelog|tag|ports|load|storelat|fsynclat|cpuprobe|report [flags]")
+	fmt.Fprintln(os.Stderr, "usage: benchtool upstream|sink|wrklua|count|drain|fill|firstserve|rss|notelog|tag|ports|load|storelat|fsynclat|cpuprobe|jitter|report [flags]")
 	os.Exit(2)
 }

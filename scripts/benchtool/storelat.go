@@ -31,6 +31,7 @@ func cmdStoreLat(args []string) error {
 	vthr := fs.Int64("value-threshold", 0, "storage.Options.ValueThreshold (0: the store's default)")
 	memt := fs.Int64("memtable", 0, "storage.Options.MemTableSize (0: the store's default)")
 	vlogSize := fs.Int64("vlog-size", 0, "storage.Options.ValueLogFileSize (0: the store's default)")
+	settle := fs.Duration("settle", 0, "wait this long after Open before the first enqueue")
 	_ = fs.Parse(args)
 	if *dir == "" {
 		return errors.New("-dir is required")
@@ -47,6 +48,7 @@ func cmdStoreLat(args []string) error {
 		return err
 	}
 	defer s.Close()
+	time.Sleep(*settle)
 	payload := make([]byte, 830)
 	for i := range payload {
 		payload[i] = 'a' + byte(i%26)
@@ -109,27 +111,24 @@ func cmdStoreLat(args []string) error {
 	for _, l := range lats {
 		all = append(all, l...)
 	}
-	slices.Sort(all)
-	pct := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		i := int(math.Ceil(p/100*float64(len(all)))) - 1
-		return round3(float64(all[max(0, min(i, len(all)-1))].Microseconds()) / 1000)
-	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
 		"enqueued": len(all), "completed": completed, "seconds": round3(el.Seconds()),
-		"p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "p999_ms": pct(99.9), "max_ms": pct(100),
+		"p50_ms": pctMs(all, 50), "p90_ms": pctMs(all, 90), "p99_ms": pctMs(all, 99), "p999_ms": pctMs(all, 99.9), "max_ms": pctMs(all, 100),
 	})
 }
 
 // cmdFsyncLat measures this disk: a 512-byte write and fsync of one file in
 // a loop for -d, and prints the rate and the latency percentiles. It is the
-// unit a synced commit costs (Badger syncs two files per commit).
+// unit a synced commit costs (Badger syncs two files per commit). With
+// -rate it measures instead the floor of any request path that waits for an
+// fsync: requests due at -rate, open loop, each answered by the next write
+// and fsync that covers it, one at a time (a group commit with nothing else
+// around it); the latencies count from the due time.
 func cmdFsyncLat(args []string) error {
 	fs := flag.NewFlagSet("fsynclat", flag.ExitOnError)
 	dir := fs.String("dir", os.TempDir(), "folder on the disk to measure")
 	dur := fs.Duration("d", 3*time.Second, "duration")
+	rate := fs.Float64("rate", 0, "requests per second, open loop (0: fsync in a closed loop)")
 	_ = fs.Parse(args)
 	f, err := os.CreateTemp(*dir, "fsync-probe-*")
 	if err != nil {
@@ -137,6 +136,9 @@ func cmdFsyncLat(args []string) error {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
+	if *rate > 0 {
+		return groupFsyncFloor(f, *rate, *dur)
+	}
 	buf := make([]byte, 512)
 	var lats []time.Duration
 	start := time.Now()
@@ -151,12 +153,79 @@ func cmdFsyncLat(args []string) error {
 		lats = append(lats, time.Since(t))
 	}
 	el := time.Since(start)
-	slices.Sort(lats)
-	pct := func(p float64) float64 {
-		i := int(math.Ceil(p/100*float64(len(lats)))) - 1
-		return round3(float64(lats[max(0, min(i, len(lats)-1))].Microseconds()) / 1000)
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"fsync_per_s": round3(float64(len(lats)) / el.Seconds()), "p50_ms": pctMs(lats, 50), "p99_ms": pctMs(lats, 99), "p999_ms": pctMs(lats, 99.9), "max_ms": pctMs(lats, 100),
+	})
+}
+
+// groupFsyncFloor writes ~1 KiB per request into f, already written in
+// full with zeros (as the journal's segments are), and fsyncs once per group.
+func groupFsyncFloor(f *os.File, rate float64, dur time.Duration) error {
+	const size, per = 64 << 20, 1024
+	if _, err := f.Write(make([]byte, size)); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	n := int(rate * dur.Seconds())
+	due := make(chan time.Time, n)
+	go func() {
+		start := time.Now()
+		interval := time.Duration(float64(time.Second) / rate)
+		for i := range n {
+			at := start.Add(time.Duration(i) * interval)
+			time.Sleep(time.Until(at))
+			due <- at
+		}
+		close(due)
+	}()
+	buf := make([]byte, 0, 256*per)
+	var lats []time.Duration
+	var off int64
+	syncs := 0
+	for at := range due {
+		group := []time.Time{at}
+	gather:
+		for {
+			select {
+			case a, ok := <-due:
+				if !ok {
+					break gather
+				}
+				group = append(group, a)
+			default:
+				break gather
+			}
+		}
+		buf = buf[:len(group)*per]
+		if off+int64(len(buf)) > size {
+			off = 0
+		}
+		if _, err := f.WriteAt(buf, off); err != nil {
+			return err
+		}
+		off += int64(len(buf))
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		syncs++
+		for _, a := range group {
+			lats = append(lats, time.Since(a))
+		}
 	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
-		"fsync_per_s": round3(float64(len(lats)) / el.Seconds()), "p50_ms": pct(50), "p99_ms": pct(99), "p999_ms": pct(99.9), "max_ms": pct(100),
+		"rate": rate, "requests": len(lats), "fsyncs": syncs,
+		"p50_ms": pctMs(lats, 50), "p90_ms": pctMs(lats, 90), "p99_ms": pctMs(lats, 99), "p999_ms": pctMs(lats, 99.9), "max_ms": pctMs(lats, 100),
 	})
+}
+
+// pctMs is the p-th percentile of lats in ms (lats is sorted in place).
+func pctMs(lats []time.Duration, p float64) float64 {
+	if len(lats) == 0 {
+		return 0
+	}
+	slices.Sort(lats)
+	i := int(math.Ceil(p/100*float64(len(lats)))) - 1
+	return round3(float64(lats[max(0, min(i, len(lats)-1))].Microseconds()) / 1000)
 }
