@@ -755,6 +755,8 @@ if [ "$RUN_GO" = 1 ]; then
 		$GO test -run '^$' -bench 'BenchmarkQueueDrain' -benchtime 3000x ./fleet
 		# Store size after 100k enqueue/deliver cycles (the storage package's soak test).
 		STORAGE_SOAK=1 $GO test -count=1 -run 'TestSoakCycles$' -v ./storage
+		# What Badger writes per notification (the history's write amplification).
+		STORAGE_SOAK=1 $GO test -count=1 -run 'TestSoakHistoryWrites$' -v ./storage
 	} 2>&1 | tee -a "$GOBENCH" | grep -E '^(Benchmark|ok|FAIL|---)' >&2 || true
 fi
 

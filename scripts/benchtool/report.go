@@ -510,6 +510,11 @@ func writeReport(w io.Writer, all []result, goOut string) {
 			fmt.Fprintln(w, "```")
 			fmt.Fprintln(w)
 		}
+		for _, line := range strings.Split(goOut, "\n") {
+			if strings.Contains(line, "soakwrites_test.go") && strings.Contains(line, "per notification") {
+				fmt.Fprintf(w, "What Badger writes per notification (storage's `TestSoakHistoryWrites`): `%s`\n\n", strings.TrimSpace(line))
+			}
+		}
 	}
 
 	if len(targets) > 0 {
