@@ -172,11 +172,12 @@ func countList(s *Store, f Filter) (int, error) {
 }
 
 // A process killed while Badger creates a value-log or a memtable file (at
-// every start) leaves an empty one; the store still opens, with everything
-// in it.
+// every start) leaves an empty one, in the queue's database or the
+// notification log's; the store still opens, with everything in it.
 func TestEmptyLogFileFromACrashOpens(t *testing.T) {
 	// Badger's names: 6 digits for value logs, 5 for memtables.
-	for ext, name := range map[string]string{"vlog": "000099.vlog", "mem": "00099.mem"} {
+	for ext, name := range map[string]string{"vlog": "000099.vlog", "mem": "00099.mem",
+		"notes_vlog": filepath.Join(notificationsDir, "000099.vlog"), "notes_mem": filepath.Join(notificationsDir, "00099.mem")} {
 		t.Run(ext, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "db")
 			s, err := Open(Options{Dir: dir, EncryptionKey: journalTestKey})

@@ -56,7 +56,12 @@ func notificationDBOptions(o Options) badger.Options {
 // openNotes opens the log's database and moves into it what the queue's
 // database still holds of the log; on failure it closes the queue's.
 func (s *Store) openNotes() error {
-	db, err := badger.Open(notificationDBOptions(s.opts))
+	bo := notificationDBOptions(s.opts)
+	if err := removeEmptyLogs(bo.Dir, s.log); err != nil {
+		s.db.Close()
+		return fmt.Errorf("notification log: %w", err)
+	}
+	db, err := badger.Open(bo)
 	if err != nil {
 		s.db.Close()
 		return fmt.Errorf("notification log: %w", err)
