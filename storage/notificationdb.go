@@ -87,6 +87,12 @@ func (s *Store) moveNotifications() error {
 	prefix := []byte{pfxNotification}
 	moved, dropped := 0, 0
 	for {
+		if err := s.space.write(0); err != nil {
+			// The records stay where they are, unlisted, until a start
+			// with room moves them.
+			s.log.Warn("notification log: not moved into its own database yet, the disk is full", "error", err)
+			return nil
+		}
 		var keys [][]byte
 		wb := s.notes.NewWriteBatch()
 		err := s.db.View(func(txn *badger.Txn) error {

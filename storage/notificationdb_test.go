@@ -135,3 +135,35 @@ func countPrefix(t *testing.T, db *badger.DB, pfx byte) int {
 	}
 	return n
 }
+
+// On a full disk Open leaves an earlier store's log where it is, unlisted,
+// rather than write; the next start with room moves it.
+func TestNotificationLogMoveWaitsForRoom(t *testing.T) {
+	dir := t.TempDir()
+	s := openQueue(t, Options{Dir: dir})
+	i := newID(time.Now().UnixNano())
+	v, _ := json.Marshal(Notification{ID: i.String(), At: i.time(), Path: "/old.php", Outcome: OutcomeAccepted, Status: 200})
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(notificationKey(i), v) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	full := func(string) (int64, error) { return 0, nil }
+	s = openQueue(t, Options{Dir: dir, diskFree: full})
+	if n := countPrefix(t, s.db, pfxNotification); n != 1 {
+		t.Errorf("on a full disk the queue's database holds %d log records, want the 1 left in place", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openQueue(t, Options{Dir: dir})
+	if n := countPrefix(t, s.db, pfxNotification); n != 0 {
+		t.Errorf("with room the queue's database still holds %d log records", n)
+	}
+	if got, _, err := s.Notifications(NotificationFilter{}); err != nil || len(got) != 1 || got[0].Path != "/old.php" {
+		t.Errorf("moved: %+v, %v", got, err)
+	}
+}
