@@ -80,11 +80,14 @@ const moveChunk = 4096
 
 // moveNotifications moves the log records that a store made before the
 // log had its own database (JSON, in the queue's database) into it, in
-// the current format. Each chunk is synced in its new place before it is
-// deleted from the old one, so a crash only repeats a chunk. A record that
-// cannot be decoded is dropped with a warning: it could not be listed.
+// the current format: it copies them all, syncs the copy, then drops them
+// from the queue's database at once (deleting them one by one took seven
+// times as long: 54 s for 720,000 records). A crash before the drop only
+// repeats the copy. A record that cannot be decoded is dropped with a
+// warning: it could not be listed.
 func (s *Store) moveNotifications() error {
 	prefix := []byte{pfxNotification}
+	from := prefix
 	moved, dropped := 0, 0
 	for {
 		if err := s.space.write(0); err != nil {
@@ -93,60 +96,59 @@ func (s *Store) moveNotifications() error {
 			s.log.Warn("notification log: not moved into its own database yet, the disk is full", "error", err)
 			return nil
 		}
-		var keys [][]byte
-		wb := s.notes.NewWriteBatch()
-		err := s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-			defer it.Close()
-			for it.Rewind(); it.Valid() && len(keys) < moveChunk; it.Next() {
-				item := it.Item()
-				k := item.KeyCopy(nil)
-				keys = append(keys, k)
-				var n Notification
-				err := item.Value(func(v []byte) error { return json.Unmarshal(v, &n) })
-				if len(k) != 1+idLen || err != nil {
-					s.log.Warn("notification log: unreadable record dropped while moving the log", "key", fmt.Sprintf("%x", k), "error", err)
-					dropped++
-					continue
-				}
-				e := badger.NewEntry(k, encodeNotification(&n))
-				e.ExpiresAt = item.ExpiresAt()
-				if err := wb.SetEntry(e); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err == nil {
-			err = wb.Flush()
-		}
-		wb.Cancel()
-		if err == nil && len(keys) > 0 {
-			err = s.notes.Sync()
-		}
+		last, n, bad, err := s.copyNotifications(from)
 		if err != nil {
 			return fmt.Errorf("move notification log: %w", err)
 		}
-		if len(keys) == 0 {
+		if n == 0 {
 			break
 		}
-		del := s.db.NewWriteBatch()
-		for _, k := range keys {
-			if err = del.Delete(k); err != nil {
-				break
+		moved, dropped = moved+n, dropped+bad
+		from = append(last, 0) // the next key after last
+	}
+	if moved == 0 {
+		return nil
+	}
+	if err := s.notes.Sync(); err != nil {
+		return fmt.Errorf("move notification log: %w", err)
+	}
+	if err := s.db.DropPrefix(prefix); err != nil {
+		return fmt.Errorf("move notification log: drop the old records: %w", err)
+	}
+	s.log.Info("notification log moved into its own database", "records", moved-dropped, "dropped", dropped, "dir", filepath.Join(s.opts.Dir, notificationsDir))
+	return nil
+}
+
+// copyNotifications copies up to moveChunk old records from the key from
+// on, unsynced, and returns the last key read, how many it read, and how
+// many of those it could not decode.
+func (s *Store) copyNotifications(from []byte) (last []byte, n, bad int, err error) {
+	wb := s.notes.NewWriteBatch()
+	defer wb.Cancel()
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pfxNotification}})
+		defer it.Close()
+		for it.Seek(from); it.Valid() && n < moveChunk; it.Next() {
+			item := it.Item()
+			last = item.KeyCopy(nil)
+			n++
+			var rec Notification
+			err := item.Value(func(v []byte) error { return json.Unmarshal(v, &rec) })
+			if len(last) != 1+idLen || err != nil {
+				s.log.Warn("notification log: unreadable record dropped while moving the log", "key", fmt.Sprintf("%x", last), "error", err)
+				bad++
+				continue
+			}
+			e := badger.NewEntry(last, encodeNotification(&rec))
+			e.ExpiresAt = item.ExpiresAt()
+			if err := wb.SetEntry(e); err != nil {
+				return err
 			}
 		}
-		if err == nil {
-			err = del.Flush()
-		}
-		del.Cancel()
-		if err != nil {
-			return fmt.Errorf("move notification log: %w", err)
-		}
-		moved += len(keys)
+		return nil
+	})
+	if err == nil {
+		err = wb.Flush()
 	}
-	if moved > 0 {
-		s.log.Info("notification log moved into its own database", "records", moved-dropped, "dropped", dropped, "dir", filepath.Join(s.opts.Dir, notificationsDir))
-	}
-	return nil
+	return last, n, bad, err
 }
