@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 
 	badger "github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
 )
 
 // The notification log has a Badger database of its own, in the folder
@@ -21,32 +20,20 @@ import (
 const notificationsDir = "notifications"
 
 // notificationDBOptions: records are small and always stay in the tables
-// (no value log, so no value-log GC); writes are unsynced, as they always
-// were (a crash of the machine loses at most the last second's records);
-// small memtable and caches, since nothing on the request path reads it.
+// (no value log, so no value-log GC); writes are unsynced, as documented
+// (the process's crash loses none of them; a power loss the last half
+// minute's, the kernel's writeback delay; never a delivery); small memtable
+// and caches, since nothing on the request path reads it.
 func notificationDBOptions(o Options) badger.Options {
 	const memTable = 2 << 20
-	bo := badger.DefaultOptions(filepath.Join(o.Dir, notificationsDir)).
-		WithLogger(badgerLogger{o.Logger.With("db", notificationsDir)}).
-		WithMetricsEnabled(false).
-		WithDetectConflicts(false).
+	bo := badgerOptions(filepath.Join(o.Dir, notificationsDir), o.Logger.With("db", notificationsDir), o.EncryptionKey).
 		WithSyncWrites(false).
 		WithMemTableSize(memTable).
 		WithNumMemtables(1).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(8).
-		WithNumCompactors(2).
-		WithNumGoroutines(2).
-		WithBaseTableSize(1 << 20).
-		WithBaseLevelSize(2 << 20).
 		WithBlockCacheSize(1 << 20).
 		WithIndexCacheSize(2 << 20).
 		WithValueLogFileSize(16 << 20).
-		WithValueThreshold(15 * memTable / 100).
-		WithCompression(options.None)
-	if len(o.EncryptionKey) > 0 {
-		bo = bo.WithEncryptionKey(o.EncryptionKey)
-	}
+		WithValueThreshold(15 * memTable / 100)
 	if o.tune != nil {
 		bo = o.tune(bo)
 	}

@@ -15,8 +15,9 @@ import (
 // a database of its own (notificationdb.go), keyed n id (id as for
 // deliveries: its creation time first), so that byte order is time order
 // and the retention purge walks from the oldest. Records are written in
-// unsynced batches by a writer off the request path: a crash loses at most
-// the last second's records, never a delivery. They hold no payload, only
+// unsynced batches by a writer off the request path: a crash loses the
+// records not yet written (up to a second's) and, a power loss, those the
+// kernel had not written back; never a delivery. They hold no payload, only
 // the values of the fields named as labels (notificationcodec.go).
 
 // Outcomes of a notification.

@@ -248,34 +248,14 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 
-	bo := badger.DefaultOptions(dir).
-		WithLogger(badgerLogger{opts.Logger}).
-		WithMetricsEnabled(false).  // Badger's metrics are process-global expvars
-		WithDetectConflicts(false). // one writer: there is nothing to conflict with
+	bo := badgerOptions(dir, opts.Logger, opts.EncryptionKey).
 		WithSyncWrites(!opts.syncPerBatch).
 		WithMemTableSize(opts.MemTableSize).
 		WithNumMemtables(opts.NumMemtables).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(8).
-		WithNumCompactors(2).
-		WithNumGoroutines(2).
-		WithBaseTableSize(1 << 20).
-		// Every memtable flush is compacted into the base level, rewriting
-		// the part of it that its keys span; a 2 MiB base level (Badger's
-		// default is 10) keeps each such burst short, which is what sets the
-		// request path's tail latency on a store that has grown
-		// (docs/performance-history.md, section 2).
-		WithBaseLevelSize(2 << 20).
 		WithBlockCacheSize(opts.BlockCacheSize).
 		WithIndexCacheSize(opts.IndexCacheSize).
 		WithValueLogFileSize(opts.ValueLogFileSize).
-		WithValueThreshold(opts.ValueThreshold).
-		// Payloads live in the value log, uncompressed whatever this says;
-		// compressing the small LSM saves little disk and costs builder memory.
-		WithCompression(options.None)
-	if len(opts.EncryptionKey) > 0 {
-		bo = bo.WithEncryptionKey(opts.EncryptionKey)
-	}
+		WithValueThreshold(opts.ValueThreshold)
 	if opts.tune != nil {
 		bo = opts.tune(bo)
 	}
@@ -318,6 +298,33 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.tightenPerms()
 	return s, nil
+}
+
+// badgerOptions are the settings the queue's database and the notification
+// log's share (docs/performance-history.md, "Storage tuning").
+func badgerOptions(dir string, log *slog.Logger, key []byte) badger.Options {
+	bo := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithMetricsEnabled(false).  // Badger's metrics are process-global expvars
+		WithDetectConflicts(false). // one writer: there is nothing to conflict with
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithBaseTableSize(1 << 20).
+		// Every memtable flush is compacted into the base level, rewriting
+		// the part of it that its keys span; a 2 MiB base level (Badger's
+		// default is 10) keeps each such burst short, which is what sets the
+		// request path's tail latency on a store that has grown
+		// (docs/performance-history.md, section 2).
+		WithBaseLevelSize(2 << 20).
+		// Payloads live in the value log, uncompressed whatever this says;
+		// compressing the small LSM saves little disk and costs builder memory.
+		WithCompression(options.None)
+	if len(key) > 0 {
+		bo = bo.WithEncryptionKey(key)
+	}
+	return bo
 }
 
 // openJournal opens the journal, replays what Badger does not hold, and
