@@ -84,6 +84,17 @@ func (d *decoder) varint() int64 {
 	return v
 }
 
+// count reads the length of a list whose items take a byte at least: a
+// corrupt count larger than the bytes left fails rather than allocate.
+func (d *decoder) count() int {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return 0
+	}
+	return int(n)
+}
+
 func (d *decoder) str() string {
 	n := d.uvarint()
 	if d.err != nil || uint64(len(d.b)) < n {

@@ -2,8 +2,8 @@ package storage
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 )
 
 // Notification log records are encoded like delivery records (codec.go):
@@ -36,13 +36,8 @@ func encodeNotification(n *Notification) []byte {
 		e.str(d)
 	}
 	// Sorted, so that a record always encodes to the same bytes.
-	fields := make([]string, 0, len(n.Labels))
-	for k := range n.Labels {
-		fields = append(fields, k)
-	}
-	sort.Strings(fields)
-	e.uvarint(uint64(len(fields)))
-	for _, k := range fields {
+	e.uvarint(uint64(len(n.Labels)))
+	for _, k := range slices.Sorted(maps.Keys(n.Labels)) {
 		e.str(k)
 		e.str(n.Labels[k])
 	}
@@ -66,24 +61,18 @@ func decodeNotification(i id, b []byte) (Notification, error) {
 	}
 	n.Reason = d.str()
 	n.Status = int(d.uvarint())
-	// Each count is bounded by the bytes left, so a corrupt count cannot
-	// make a huge allocation.
-	if c := d.uvarint(); c > 0 && c <= uint64(len(d.b)) {
+	if c := d.count(); c > 0 {
 		n.Deliveries = make([]string, c)
 		for k := range n.Deliveries {
 			n.Deliveries[k] = d.str()
 		}
-	} else if c > 0 {
-		d.fail()
 	}
-	if c := d.uvarint(); c > 0 && c <= uint64(len(d.b)) {
+	if c := d.count(); c > 0 {
 		n.Labels = make(map[string]string, c)
 		for range c {
 			k := d.str()
 			n.Labels[k] = d.str()
 		}
-	} else if c > 0 {
-		d.fail()
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail()

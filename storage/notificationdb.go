@@ -41,21 +41,18 @@ func notificationDBOptions(o Options) badger.Options {
 }
 
 // openNotes opens the log's database and moves into it what the queue's
-// database still holds of the log; on failure it closes the queue's.
+// database still holds of the log.
 func (s *Store) openNotes() error {
 	bo := notificationDBOptions(s.opts)
 	if err := removeEmptyLogs(bo.Dir, s.log); err != nil {
-		s.db.Close()
 		return fmt.Errorf("notification log: %w", err)
 	}
 	db, err := badger.Open(bo)
 	if err != nil {
-		s.db.Close()
 		return fmt.Errorf("notification log: %w", err)
 	}
 	s.notes = db
 	if err := s.moveNotifications(); err != nil {
-		s.db.Close()
 		db.Close()
 		return err
 	}

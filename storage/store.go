@@ -282,6 +282,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.due.init()
 	if err := s.openNotes(); err != nil {
+		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	if err := s.load(); err != nil {
